@@ -40,7 +40,18 @@ class DataConfig:
     test_fraction: float = 0.2
     split_seed: int = 0
     subgroups: list = field(default_factory=_default_subgroups)
-    cache_dir: str | None = None        # where decoded, preprocessed images are cached
+    cache_dir: str | None = None        # where decoded, preprocessed images are cached ($DPMED_CACHE_DIR, ~/.cache/dpmed)
+    cache: bool = True                  # manifest: decode once into a uint8 cache (False: decode on every build)
+    stratify: bool = True               # manifest: stratify the patient-level split by the labels
+    stratify_by: list = field(default_factory=list)  # manifest: further columns to stratify by, e.g. [sex]
+    spatial_dims: int | None = None     # manifest: 2 or 3; None = from the first image
+    channels: int = 1                   # 1 = grayscale (colour converted), 3 = RGB (grayscale repeated)
+    intensity: str = 'auto'             # auto | minmax | percentile | window | none (see the data chapter)
+    window: list | None = None          # [low, high] raw values (e.g. CT HU) mapped to [0, 1] when intensity = window
+    orientation: str | None = 'RAS'     # 3D NIfTI/DICOM: reorient to these axis codes (MONAI Orientation)
+    spacing: list | None = None         # 3D: resample to this voxel spacing in mm (MONAI Spacing); None = keep
+    crop_size: list | None = None       # 3D: centre crop/pad to this many voxels before resizing; None = no crop
+    augment: dict = field(default_factory=dict)  # 2D training-time augmentation (see the data chapter)
 
 @dataclass
 class ModelConfig:
@@ -181,6 +192,24 @@ def validate(cfg: ExperimentConfig) -> ExperimentConfig:
     for i, s in enumerate(d.subgroups):
         if not isinstance(s, dict) or 'name' not in s or 'column' not in s:
             bad(f'data.subgroups[{i}]', f"needs 'name' and 'column', got {s!r}")
+    _INTENSITY = ('auto', 'minmax', 'percentile', 'window', 'none')
+    _AUGMENT = ('rotate', 'translate', 'scale', 'brightness', 'contrast', 'hflip')
+    if d.spatial_dims not in (None, 2, 3): bad('data.spatial_dims', f"must be 2, 3 or null, got {d.spatial_dims}")
+    if d.channels not in (1, 3): bad('data.channels', f"must be 1 or 3, got {d.channels}")
+    if d.intensity not in _INTENSITY: bad('data.intensity', f"{d.intensity!r} is not one of {', '.join(_INTENSITY)}")
+    if d.window is not None and (len(d.window) != 2 or not float(d.window[0]) < float(d.window[1])):
+        bad('data.window', f"expected [low, high] with low < high, got {d.window}")
+    if d.intensity == 'window' and d.window is None: bad('data.window', "is required when data.intensity is 'window'")
+    if d.spacing is not None and (len(d.spacing) != 3 or any(float(v) <= 0 for v in d.spacing)):
+        bad('data.spacing', f"expected three positive voxel sizes in mm, got {d.spacing}")
+    if d.crop_size is not None and (len(d.crop_size) != 3 or any(int(v) < 1 for v in d.crop_size)):
+        bad('data.crop_size', f"expected three positive voxel counts, got {d.crop_size}")
+    unknown = sorted(set(d.augment) - set(_AUGMENT))
+    if unknown: bad('data.augment', f"unknown key(s) {', '.join(unknown)}; known: {', '.join(_AUGMENT)}")
+    for k, v in d.augment.items():
+        if not isinstance(v, (int, float)) or isinstance(v, bool) or v < 0:
+            bad(f'data.augment.{k}', f"must be a number >= 0, got {v!r}")
+    if d.augment.get('hflip', 0) > 1: bad('data.augment.hflip', f"is a probability, got {d.augment['hflip']}")
     if cfg.model.width <= 0: bad('model.width', f"must be > 0, got {cfg.model.width}")
     if (cfg.model.name == 'resnet9_3d') != (d.dataset == 'phantom_ct') and d.dataset != 'manifest':
         bad('model.name', f"{cfg.model.name!r} does not fit data.dataset {d.dataset!r} (2D vs 3D)")

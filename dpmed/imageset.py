@@ -13,7 +13,7 @@ import torch
 from .core import DpmedError
 
 # %% auto #0
-__all__ = ['SPLITS', 'ImageSet', 'patient_split', 'check_no_leakage', 'assign_subgroups', 'ArrayDataset']
+__all__ = ['SPLITS', 'ImageSet', 'patient_split', 'check_no_leakage', 'assign_subgroups', 'empty_subgroups', 'ArrayDataset']
 
 # %% ../nbs/02_imageset.ipynb #3031e7e5
 SPLITS = ('train', 'val', 'test')
@@ -54,14 +54,48 @@ class ImageSet:
         return self.labels.sum(0).astype(int)
 
 # %% ../nbs/02_imageset.ipynb #094f4964
-def patient_split(meta: pd.DataFrame, val_fraction: float, test_fraction: float, seed: int = 0) -> np.ndarray:
-    "Assign 'train'/'val'/'test' per patient, deterministic in `seed`; returns one split name per row."
+def _strata(meta: pd.DataFrame, labels, by) -> pd.Series:
+    "One stratum key per patient: its rarest positive label (or '-') and its value of each `by` column."
+    g = meta.groupby('patient_id', sort=True)
+    parts = []
+    if labels:
+        y = g[list(labels)].max()
+        prev = meta[list(labels)].mean().to_numpy()
+        order = np.argsort(prev, kind='stable')                 # rarest label first
+        pos = y.to_numpy()[:, order] > 0
+        first = np.where(pos.any(1), pos.argmax(1), -1)
+        names = np.array(list(np.asarray(labels)[order]) + ['-'], dtype=object)
+        parts.append(pd.Series(names[first], index=y.index))
+    for c in by or []:
+        parts.append(g[c].first().astype(str))
+    if not parts: return pd.Series('', index=g.size().index)
+    return pd.concat(parts, axis=1).astype(str).agg('|'.join, axis=1)
+
+def patient_split(meta: pd.DataFrame, val_fraction: float, test_fraction: float, seed: int = 0,
+                  labels: list | None = None, by: list | None = None) -> np.ndarray:
+    """Assign 'train'/'val'/'test' per patient, deterministic in `seed`; returns one split name per row.
+    With `labels` (0/1 columns) and/or `by` (categorical columns) the split is stratified (see below)."""
     counts = meta.groupby('patient_id', sort=True).size()
     rng = np.random.default_rng(seed)
-    order = counts.index.to_numpy()[rng.permutation(len(counts))]
-    cum = np.cumsum(counts.loc[order].to_numpy()) / counts.sum()
-    which = np.where(cum <= test_fraction, 'test', np.where(cum <= test_fraction + val_fraction, 'val', 'train'))
-    return meta['patient_id'].map(dict(zip(order, which))).to_numpy()
+    if not labels and not by:
+        order = counts.index.to_numpy()[rng.permutation(len(counts))]
+        cum = np.cumsum(counts.loc[order].to_numpy()) / counts.sum()
+        which = np.where(cum <= test_fraction, 'test', np.where(cum <= test_fraction + val_fraction, 'val', 'train'))
+        return meta['patient_id'].map(dict(zip(order, which))).to_numpy()
+    strata = _strata(meta, labels, by)
+    order = []
+    for key in sorted(strata.unique()):                       # strata in a fixed order, patients shuffled within
+        pids = strata.index[strata.to_numpy() == key].to_numpy()
+        order.extend(pids[rng.permutation(len(pids))])
+    frac = np.array([test_fraction, val_fraction, 1 - test_fraction - val_fraction])
+    names = np.array(['test', 'val', 'train'])
+    have, seen, which = np.zeros(3), 0, {}
+    n = counts.to_dict()
+    for pid in order:                                         # each patient to the split furthest behind its target
+        seen += n[pid]
+        k = int(np.argmax(frac * seen - have))
+        have[k] += n[pid]; which[pid] = names[k]
+    return meta['patient_id'].map(which).to_numpy()
 
 def check_no_leakage(meta: pd.DataFrame, source: str = 'dataset') -> None:
     "Raise if any patient has images in more than one split."
@@ -103,6 +137,27 @@ def assign_subgroups(meta: pd.DataFrame, specs: list) -> pd.DataFrame:
             out[name] = codes.map(lambda c: None if pd.isna(c) else f"Q{int(c) + 1}").astype(object)
         else:
             out[name] = x.astype(str).where(x.notna(), None)
+    return out
+
+def _levels(spec, col: pd.Series) -> list:
+    if 'bins' in spec: return _bin_labels([float(v) for v in spec['bins']])
+    if 'quantiles' in spec: return sorted(col.dropna().unique())
+    return sorted(col.dropna().unique())
+
+def empty_subgroups(meta: pd.DataFrame, specs: list, split: str = 'test') -> list:
+    """Messages for each declared subgroup level with no member in `split` (a warning, not an error:
+    its metrics will be missing). Levels: the declared bins, the quantile groups, or the values seen anywhere."""
+    if 'split' not in meta: return []
+    groups = assign_subgroups(meta, specs)
+    in_split = meta['split'].to_numpy() == split
+    out = []
+    for spec in specs:
+        name, col = spec['name'], groups[spec['name']]
+        for level in _levels(spec, col):
+            hit = (col == level).to_numpy()
+            if not (hit & in_split).any():
+                out.append(f"subgroup {name}={level} has no members in {split} "
+                           f"({int(hit.sum())} in the whole data set); its {split} metrics will be missing")
     return out
 
 # %% ../nbs/02_imageset.ipynb #9a749e5c
