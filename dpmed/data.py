@@ -465,11 +465,11 @@ def decode_all(refs: list, p: Preprocess, root=None, source: str = 'manifest', o
     if workers == 1 or n < 64 or any(NPZ_REF.match(str(r)) for r in refs[:1]):
         for i in range(n):
             one(i)
-            if progress and (i + 1) % 5000 == 0: progress(f"decoded {i + 1}/{n}")
+            if progress and (i + 1) % 5000 == 0: progress(f"dpmed: decoded {i + 1}/{n}")
     else:
         with ThreadPoolExecutor(workers) as ex:
             for k, _ in enumerate(ex.map(one, range(n))):
-                if progress and (k + 1) % 5000 == 0: progress(f"decoded {k + 1}/{n}")
+                if progress and (k + 1) % 5000 == 0: progress(f"dpmed: decoded {k + 1}/{n}")
     return out
 
 def cached_images(refs: list, p: Preprocess, root=None, cache_dir=None, source: str = 'manifest',
