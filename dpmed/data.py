@@ -395,7 +395,7 @@ def preprocess_3d(a: np.ndarray, p: Preprocess, info: dict | None = None) -> np.
         from monai.data import MetaTensor
         from monai.transforms import Orientation, Spacing
         x = MetaTensor(x, affine=torch.as_tensor(info['affine']))
-        if p.orientation: x = Orientation(axcodes=p.orientation)(x)
+        if p.orientation: x = Orientation(axcodes=p.orientation, labels=(('L', 'R'), ('P', 'A'), ('I', 'S')))(x)
         if p.spacing: x = Spacing(pixdim=p.spacing, mode='bilinear')(x)
         x = x.as_tensor()
     if 'affine' in info: x = x.permute(0, 3, 2, 1)              # (1, X, Y, Z) -> (1, Z, Y, X) = (1, D, H, W)

@@ -1,0 +1,493 @@
+"""Data layer: manifest checks (every bad-input case), readers, preprocessing, splits, cache, validate CLI.
+
+References are independent of dpmed: Pillow and NumPy for pixels, nibabel's canonical reorientation for
+MONAI's, naive loops for splits, the shared NIH arrays for the real-data manifest."""
+import argparse, os, warnings
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from PIL import Image
+
+from dpmed.core import DpmedError
+from dpmed.config import DataConfig, load_config
+from dpmed.imageset import patient_split
+from dpmed import data as D
+
+SHARED = Path(__file__).resolve().parents[1].parent / 'shared' / 'data'
+NIH_NPZ = SHARED / 'nih_cxr14_1000_64px' / 'nih_cxr14_1000_64.npz'
+NIH_META = SHARED / 'nih_cxr14_metadata' / 'Data_Entry_2017_v2020.csv.gz'
+
+
+# ---------------------------------------------------------------- fixtures
+def write_dicom(path, a, sex='F', age='055Y', photometric='MONOCHROME2', slope=1.0, intercept=0.0):
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, generate_uid, SecondaryCaptureImageStorage
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = Dataset(); ds.file_meta = meta
+    ds.SOPClassUID, ds.SOPInstanceUID = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID
+    ds.PatientSex, ds.PatientAge = sex, age
+    ds.Rows, ds.Columns = a.shape
+    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, photometric
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 0
+    ds.RescaleSlope, ds.RescaleIntercept = slope, intercept
+    ds.PixelData = a.astype(np.uint16).tobytes()
+    ds.save_as(path, enforce_file_format=True)
+
+
+def png_set(tmp, n=24, size=(40, 32), patients=None, seed=0):
+    "n PNGs and a manifest table (not yet written) with two labels and demographics."
+    rng = np.random.default_rng(seed)
+    rows = []
+    for i in range(n):
+        Image.fromarray((rng.random(size) * 255).astype(np.uint8)).save(tmp / f"im{i}.png")
+        rows.append({'id': f"im{i}", 'path': f"im{i}.png", 'patient_id': f"p{i // 2 if patients is None else patients[i]}",
+                     'age': float(20 + (3 * i) % 75), 'sex': 'FM'[i % 2], 'a': int(i % 3 == 0), 'b': int(i % 4 == 1),
+                     'view': 'PA'})
+    return pd.DataFrame(rows)
+
+
+def cfg_for(tmp, df, name='manifest.csv', **kw):
+    p = tmp / name
+    if name.endswith('.parquet'): df.to_parquet(p, index=False)
+    else: df.to_csv(p, index=False)
+    base = dict(dataset='manifest', manifest=str(p), labels=['a', 'b'], image_size=16, cache_dir=str(tmp / 'cache'),
+                subgroups=[{'name': 'sex', 'column': 'sex'}], val_fraction=0.2, test_fraction=0.25)
+    base.update(kw)
+    return DataConfig(**base)
+
+
+def cache_entries(cfg):
+    d = Path(cfg.cache_dir)
+    return sorted(p.name for p in d.iterdir()) if d.exists() else []
+
+
+def build(cfg):
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore', D.DataWarning)
+        return D.imageset_from_config(cfg, log=None)
+
+
+# ---------------------------------------------------------------- bad input: each names file, row, field; writes nothing
+def expect_error(cfg, *parts):
+    with pytest.raises(DpmedError) as e:
+        build(cfg)
+    msg = str(e.value)
+    for p in parts: assert p in msg, (p, msg)
+    assert [n for n in cache_entries(cfg)] == [], 'a failed build left files in the cache'
+    return msg
+
+
+def test_missing_image_file(tmp_path):
+    df = png_set(tmp_path, 8)
+    (tmp_path / 'im5.png').unlink()
+    expect_error(cfg_for(tmp_path, df), 'manifest.csv row 6', "'im5'", "field 'path'", 'not found')
+
+
+def test_corrupt_image(tmp_path):
+    df = png_set(tmp_path, 8)
+    raw = (tmp_path / 'im3.png').read_bytes()
+    (tmp_path / 'im3.png').write_bytes(raw[:len(raw) // 2])            # truncated PNG
+    expect_error(cfg_for(tmp_path, df), 'row 4', "field 'path'", 'im3.png', 'cannot decode')
+
+
+def test_garbage_dicom_and_nifti(tmp_path):
+    df = png_set(tmp_path, 8)
+    (tmp_path / 'bad.dcm').write_bytes(b'not a dicom at all' * 20)
+    df.loc[2, 'path'] = 'bad.dcm'
+    expect_error(cfg_for(tmp_path, df), 'row 3', 'bad.dcm', 'cannot decode')
+    (tmp_path / 'bad.nii.gz').write_bytes(b'\x1f\x8b garbage')
+    with pytest.raises(DpmedError, match='bad.nii.gz: cannot decode'):
+        D.read_image(tmp_path / 'bad.nii.gz')
+
+
+def test_wrong_dimensionality(tmp_path):
+    df = png_set(tmp_path, 8)
+    np.save(tmp_path / 'vol.npy', np.zeros((10, 12, 14), np.uint8))
+    df.loc[4, 'path'] = 'vol.npy'
+    expect_error(cfg_for(tmp_path, df), 'row 5', "field 'path'", 'expected a 2D image', '(10, 12, 14)')
+    # and a 2D image in a 3D data set
+    df3 = df.copy(); df3['path'] = 'vol.npy'; df3.loc[1, 'path'] = 'im1.png'
+    expect_error(cfg_for(tmp_path, df3, 'm3.csv', spatial_dims=3), 'm3.csv row 2', 'expected a 3D volume')
+
+
+@pytest.mark.parametrize('value, why', [(np.nan, 'missing or not a number'), (-3, 'negative'), ('old', 'not a number')])
+def test_bad_age(tmp_path, value, why):
+    df = png_set(tmp_path, 8).astype({'age': object})
+    df.loc[6, 'age'] = value
+    expect_error(cfg_for(tmp_path, df), 'row 7', "field 'age'", why)
+
+
+def test_unknown_sex(tmp_path):
+    df = png_set(tmp_path, 8)
+    df.loc[1, 'sex'] = 'X'
+    msg = expect_error(cfg_for(tmp_path, df), 'row 2', "field 'sex'", "'X'")
+    assert 'accepted codes: F, M' in msg
+
+
+def test_sex_codes_normalised(tmp_path):
+    df = png_set(tmp_path, 8)
+    df['sex'] = ['female', 'MALE', 'f', 'm', 'F', 'M', 'Female', 'Male']
+    s = build(cfg_for(tmp_path, df))
+    assert s.meta.sex.tolist() == list('FMFMFMFM')
+
+
+@pytest.mark.parametrize('value', [2, -1, np.nan, 'yes'])
+def test_label_not_binary(tmp_path, value):
+    df = png_set(tmp_path, 8).astype({'b': object})
+    df.loc[3, 'b'] = value
+    expect_error(cfg_for(tmp_path, df), 'row 4', "field 'b'", 'not 0 or 1')
+
+
+def test_duplicate_ids(tmp_path):
+    df = png_set(tmp_path, 8)
+    df.loc[5, 'id'] = 'im2'
+    expect_error(cfg_for(tmp_path, df), "field 'id'", "duplicate id 'im2'", 'rows [3, 6]')
+
+
+def test_patient_in_two_given_splits(tmp_path):
+    df = png_set(tmp_path, 8)
+    df['split'] = ['train', 'train', 'val', 'val', 'test', 'test', 'train', 'train']
+    df.loc[5, 'patient_id'] = 'p0'
+    expect_error(cfg_for(tmp_path, df), "field 'split'", "patient_id 'p0'", "['test', 'train']")
+
+
+def test_empty_split(tmp_path):
+    df = png_set(tmp_path, 8)
+    df['split'] = ['train'] * 6 + ['test'] * 2
+    expect_error(cfg_for(tmp_path, df), "field 'split'", "split 'val' is empty")
+
+
+def test_unknown_split_and_missing_columns(tmp_path):
+    df = png_set(tmp_path, 8)
+    df['split'] = 'train'; df.loc[2, 'split'] = 'holdout'
+    expect_error(cfg_for(tmp_path, df), 'row 3', "field 'split'", "'holdout'")
+    expect_error(cfg_for(tmp_path, df.drop(columns=['patient_id']), 'm2.csv'), 'patient_id')
+    expect_error(cfg_for(tmp_path, png_set(tmp_path, 8), 'm3.csv', labels=['a', 'zz']), "'zz'", 'not in the manifest')
+
+
+def test_subgroup_without_test_members_warns(tmp_path):
+    df = png_set(tmp_path, 12)
+    df['split'] = ['train'] * 6 + ['val'] * 2 + ['test'] * 4
+    df['site'] = ['A'] * 8 + ['B'] * 4                     # site A has no test member
+    cfg = cfg_for(tmp_path, df, subgroups=[{'name': 'site', 'column': 'site'}])
+    with pytest.warns(D.DataWarning, match=r'subgroup site=A has no members in test \(8 in the whole'):
+        s = D.imageset_from_config(cfg, log=None)
+    assert len(s) == 12                                     # a warning, not an error
+
+
+def test_subgroup_column_missing_is_an_error(tmp_path):
+    df = png_set(tmp_path, 8)
+    expect_error(cfg_for(tmp_path, df, subgroups=[{'name': 'eth', 'column': 'ethnicity'}]), "'ethnicity'")
+
+
+def test_npz_reference_errors(tmp_path):
+    df = png_set(tmp_path, 8)
+    np.savez(tmp_path / 'arr.npz', images=np.zeros((3, 16, 16), np.uint8))
+    df.loc[0, 'path'] = 'arr.npz:images:7'
+    expect_error(cfg_for(tmp_path, df), 'row 1', 'index 7 out of range', '3 items')
+    df.loc[0, 'path'] = 'arr.npz:imgs:0'
+    expect_error(cfg_for(tmp_path, df, 'm2.csv'), 'row 1', "no array 'imgs'")
+
+
+# ---------------------------------------------------------------- manifest formats, labels from the dataset config
+def test_parquet_equals_csv(tmp_path):
+    df = png_set(tmp_path, 10)
+    a = build(cfg_for(tmp_path, df))
+    b = build(cfg_for(tmp_path, df, 'manifest.parquet'))
+    assert np.array_equal(np.asarray(a.images), np.asarray(b.images)) and a.meta.split.tolist() == b.meta.split.tolist()
+
+
+def test_labels_from_sidecar_dataset_yaml(tmp_path):
+    df = png_set(tmp_path, 10)
+    cfg = cfg_for(tmp_path, df, labels=None)
+    with pytest.raises(DpmedError, match='data.labels: not set'): build(cfg)
+    (tmp_path / 'dataset.yaml').write_text('data:\n  labels: [b]\n')
+    assert build(cfg).label_names == ['b']
+
+
+# ---------------------------------------------------------------- readers
+def test_png_modes(tmp_path):
+    rng = np.random.default_rng(1)
+    g16 = (rng.random((20, 24)) * 65535).astype(np.uint16)
+    Image.fromarray(g16).save(tmp_path / 'g16.png')
+    assert np.array_equal(D.read_image(tmp_path / 'g16.png'), g16)
+    rgb = (rng.random((20, 24, 3)) * 255).astype(np.uint8)
+    Image.fromarray(rgb).save(tmp_path / 'rgb.png')
+    same = np.repeat(rgb[..., :1], 3, -1)
+    Image.fromarray(same).save(tmp_path / 'gray_rgb.png')
+    y = D.preprocess_2d(D.read_image(tmp_path / 'gray_rgb.png'), D.Preprocess(size=24))
+    # equal channels are taken as they are: 20x24 -> 24x24 resize of channel 0 only
+    assert y.shape == (1, 24, 24)
+    x3 = D.preprocess_2d(D.read_image(tmp_path / 'rgb.png'), D.Preprocess(size=24, channels=3))
+    assert x3.shape == (3, 24, 24)
+    Image.fromarray(rgb).save(tmp_path / 'rgb.jpg', quality=95)
+    assert D.read_image(tmp_path / 'rgb.jpg').shape == (20, 24, 3)
+
+
+def test_luminance_matches_pillow(tmp_path):
+    rgb = (np.random.default_rng(2).random((16, 16, 3)) * 255).astype(np.uint8)
+    Image.fromarray(rgb).save(tmp_path / 'c.png')
+    x = D.preprocess_2d(D.read_image(tmp_path / 'c.png'), D.Preprocess(size=16))[0].astype(int)
+    ref = np.asarray(Image.open(tmp_path / 'c.png').convert('L')).astype(int)
+    assert np.abs(x - ref).max() <= 1
+
+
+def test_dicom_rescale_and_monochrome1(tmp_path):
+    a = (np.arange(12 * 10).reshape(12, 10) * 7).astype(np.uint16)
+    write_dicom(tmp_path / 'a.dcm', a, slope=2.0, intercept=-1024)
+    assert np.allclose(D.read_image(tmp_path / 'a.dcm'), a * 2.0 - 1024)
+    write_dicom(tmp_path / 'noext', a)                      # DICM marker, no suffix
+    assert np.allclose(D.read_image(tmp_path / 'noext'), a)
+    write_dicom(tmp_path / 'm1.dcm', a, photometric='MONOCHROME1')
+    inv = D.read_image(tmp_path / 'm1.dcm')
+    assert np.allclose(inv, a.max() + a.min() - a.astype(float))   # high raw value = dark -> inverted
+
+
+def test_npz_and_npy_refs(tmp_path):
+    arr = np.random.default_rng(0).integers(0, 255, (5, 8, 8), dtype=np.uint8)
+    np.savez_compressed(tmp_path / 'x.npz', imgs=arr)
+    assert np.array_equal(D.read_image('x.npz:imgs:3', tmp_path), arr[3])
+    assert D.parse_ref('/a/b c.npz:imgs:12') == (Path('/a/b c.npz'), 'imgs', 12)
+    assert D.npz_shapes(tmp_path / 'x.npz') == {'imgs': (5, 8, 8)}
+
+
+def test_nifti_orientation_matches_nibabel_canonical(tmp_path):
+    import nibabel as nib
+    rng = np.random.default_rng(0)
+    vol = rng.normal(0, 300, (12, 12, 12)).astype(np.float32)
+    aff = np.diag([-1.0, -1.0, 1.0, 1.0])                   # LPS-style axes
+    nib.save(nib.Nifti1Image(vol, aff), tmp_path / 'v.nii.gz')
+    a, info = D.ImageReader()(tmp_path / 'v.nii.gz')
+    out = D.preprocess_3d(a, D.Preprocess(spatial_dims=3, size=12, intensity='window', window=[-200, 200]), info)
+    can = nib.as_closest_canonical(nib.load(tmp_path / 'v.nii.gz')).get_fdata()
+    ref = np.rint(np.clip((can + 200) / 400, 0, 1) * 255).transpose(2, 1, 0)
+    assert out.shape == (1, 12, 12, 12) and np.abs(out[0].astype(float) - ref).max() <= 1
+
+
+def test_nifti_spacing_and_crop(tmp_path):
+    import nibabel as nib
+    vol = np.zeros((20, 20, 20), np.float32); vol[5:15, 5:15, 5:15] = 100
+    nib.save(nib.Nifti1Image(vol, np.eye(4)), tmp_path / 'c.nii.gz')
+    a, info = D.ImageReader()(tmp_path / 'c.nii.gz')
+    p = D.Preprocess(spatial_dims=3, size=10, intensity='window', window=[0, 100], spacing=[2, 2, 2])
+    out = D.preprocess_3d(a, p, info)[0].astype(float) / 255
+    assert out.shape == (10, 10, 10)
+    block = vol.reshape(10, 2, 10, 2, 10, 2).mean((1, 3, 5)) / 100      # 2 mm = mean of 2x2x2 blocks
+    assert np.abs(out - block.transpose(2, 1, 0)).mean() < 0.08
+    p = D.Preprocess(spatial_dims=3, size=8, intensity='window', window=[0, 100], crop_size=[8, 8, 8])
+    out = D.preprocess_3d(a, p, info)[0]
+    assert (out == 255).all()                                 # centre 8^3 lies inside the cube 5..15
+    p = D.Preprocess(spatial_dims=3, size=30, intensity='window', window=[0, 100], crop_size=[30, 30, 30])
+    out = D.preprocess_3d(a, p, info)[0]
+    assert out[:10].max() == 0 and out[10:20, 10:20, 10:20].min() == 255  # zero padding, content centred
+
+
+# ---------------------------------------------------------------- preprocessing
+def test_intensity_modes_match_numpy():
+    rng = np.random.default_rng(3)
+    x = rng.normal(1000, 200, (30, 30)).astype(np.float32)
+    mm = (x - x.min()) / (x.max() - x.min())
+    assert np.allclose(D.scale_intensity(x, 'minmax'), mm, atol=1e-6)
+    assert np.allclose(D.scale_intensity(x, 'auto'), mm, atol=1e-6)
+    lo, hi = np.percentile(x, [0.5, 99.5])
+    assert np.allclose(D.scale_intensity(x, 'percentile'), np.clip((x - lo) / (hi - lo), 0, 1), atol=1e-6)
+    assert np.allclose(D.scale_intensity(x, 'window', [900, 1100]), np.clip((x - 900) / 200, 0, 1), atol=1e-6)
+    u8 = (rng.random((5, 5)) * 255).astype(np.uint8)
+    assert np.allclose(D.scale_intensity(u8, 'auto'), u8 / 255)
+    assert (D.scale_intensity(np.full((3, 3), 7.0), 'minmax') == 0).all()
+
+
+def test_resize_matches_pillow_antialiased():
+    rng = np.random.default_rng(4)
+    img = (rng.random((128, 96)) * 255).astype(np.uint8)
+    ours = D.preprocess_2d(img, D.Preprocess(size=32))[0].astype(float)
+    ref = np.asarray(Image.fromarray(img).resize((32, 32), Image.BILINEAR, reducing_gap=None), dtype=float)
+    assert np.abs(ours - ref).mean() < 1.5
+
+
+# ---------------------------------------------------------------- splits
+def test_given_split_respected_and_blanks_assigned(tmp_path):
+    df = png_set(tmp_path, 40)
+    df['split'] = None
+    df.loc[df.patient_id.isin(['p0', 'p1', 'p2', 'p3']), 'split'] = 'test'
+    df.loc[1, 'split'] = None                               # p0's second image inherits 'test'
+    s = build(cfg_for(tmp_path, df))
+    m = s.meta
+    assert (m.loc[m.patient_id.isin(['p0', 'p1', 'p2', 'p3']), 'split'] == 'test').all()
+    assert set(m.loc[~m.patient_id.isin(['p0', 'p1', 'p2', 'p3']), 'split']) == {'train', 'val'}   # no new test
+    for pid, g in m.groupby('patient_id'): assert g.split.nunique() == 1, pid
+
+
+def test_stratified_split_spreads_rare_labels():
+    rng = np.random.default_rng(5)
+    n = 600
+    k = 1 + rng.poisson(1.5, n)
+    pid = np.repeat(np.arange(n), k)
+    rare = np.repeat(rng.random(n) < 0.04, k).astype(int)
+    meta = pd.DataFrame({'patient_id': pid, 'rare': rare})
+    strat_err, plain_err = [], []
+    for seed in range(10):
+        for lab, err in ((['rare'], strat_err), (None, plain_err)):
+            sp = patient_split(meta, 0.15, 0.2, seed, labels=lab)
+            leak = sum(len(set(sp[pid == p])) > 1 for p in range(n))       # naive loop
+            assert leak == 0
+            prev = [rare[sp == s].mean() for s in ('train', 'val', 'test')]
+            err.append(np.max(np.abs(np.array(prev) - rare.mean())))
+        assert abs((sp == 'test').mean() - 0.2) < 0.03
+    assert np.mean(strat_err) < 0.5 * np.mean(plain_err), (np.mean(strat_err), np.mean(plain_err))
+    a = patient_split(meta, 0.15, 0.2, 1, labels=['rare']); b = patient_split(meta, 0.15, 0.2, 2, labels=['rare'])
+    assert (a == patient_split(meta, 0.15, 0.2, 1, labels=['rare'])).all() and (a != b).any()
+
+
+def test_stratify_by_sex(tmp_path):
+    df = png_set(tmp_path, 60, patients=list(range(60)))
+    cfg = cfg_for(tmp_path, df, stratify_by=['sex'])
+    m = build(cfg).meta
+    share = m.groupby('split').sex.apply(lambda s: (s == 'F').mean())
+    assert (abs(share - 0.5) <= 0.1).all(), share
+
+
+# ---------------------------------------------------------------- cache
+def test_cache_reuse_stale_and_keys(tmp_path, capsys):
+    df = png_set(tmp_path, 10)
+    cfg = cfg_for(tmp_path, df)
+    a = D.imageset_from_config(cfg)
+    assert 'cached 10 images' in capsys.readouterr().out
+    assert len(cache_entries(cfg)) == 1
+    calls = []
+    orig = D.ImageReader.__call__
+    D.ImageReader.__call__ = lambda self, ref: (calls.append(ref), orig(self, ref))[1]
+    try:
+        b = D.imageset_from_config(cfg)
+        assert calls == [] and np.array_equal(np.asarray(a.images), np.asarray(b.images))
+        # a source file replaced -> detected as stale and rebuilt, never silently used
+        Image.fromarray(np.zeros((40, 32), np.uint8)).save(tmp_path / 'im4.png')
+        os.utime(tmp_path / 'im4.png', ns=(1, 1))
+        c = D.imageset_from_config(cfg)
+        out = capsys.readouterr().out
+        assert 'is stale' in out and 'im4.png changed' in out and len(calls) == 10
+        assert (np.asarray(c.images)[4] == 0).all() and np.array_equal(np.asarray(c.images)[5], np.asarray(a.images)[5])
+    finally:
+        D.ImageReader.__call__ = orig
+    # a truncated cache file -> stale
+    entry = Path(cfg.cache_dir) / cache_entries(cfg)[0]
+    with open(entry / 'images.u8', 'r+b') as f: f.truncate(100)
+    D.imageset_from_config(cfg)
+    assert 'images.u8 has 100 bytes' in capsys.readouterr().out
+    # other preprocessing -> another entry; the first stays valid
+    D.imageset_from_config(cfg_for(tmp_path, df, image_size=8))
+    assert len(cache_entries(cfg)) == 2
+
+
+def test_no_cache_equals_cache(tmp_path):
+    df = png_set(tmp_path, 12)
+    a = build(cfg_for(tmp_path, df))
+    b = build(cfg_for(tmp_path, df, cache=False))
+    assert not isinstance(b.images, np.memmap) and np.array_equal(np.asarray(a.images), b.images)
+
+
+def test_failed_build_leaves_no_entry(tmp_path):
+    df = png_set(tmp_path, 80)
+    (tmp_path / 'im70.png').write_bytes(b'\x89PNG\r\n\x1a\n broken')
+    cfg = cfg_for(tmp_path, df)
+    with pytest.raises(DpmedError, match='row 71'): build(cfg)
+    assert cache_entries(cfg) == []                          # not even the hidden temporary folder
+
+
+# ---------------------------------------------------------------- config fields
+@pytest.mark.parametrize('item, field', [('data.intensity=gamma', 'data.intensity'), ('data.window=[5,1]', 'data.window'),
+                                         ('data.spacing=[1,1]', 'data.spacing'), ('data.channels=2', 'data.channels'),
+                                         ('data.augment={spin: 1}', 'data.augment'), ('data.spatial_dims=4', 'data.spatial_dims'),
+                                         ('data.intensity=window', 'data.window'), ('data.augment={hflip: 2}', 'data.augment.hflip')])
+def test_config_checks(item, field):
+    with pytest.raises(DpmedError, match=field.replace('.', r'\.')):
+        load_config(overrides=[item])
+
+
+# ---------------------------------------------------------------- augmentation
+def test_augment_brightness_and_identity():
+    x = torch.rand(6, 1, 12, 12) * 0.5 + 0.25
+    g = torch.Generator().manual_seed(0)
+    y = D.Augment2d(brightness=0.2)(x, g)
+    shift = (y - x).flatten(1)
+    assert torch.allclose(shift, shift[:, :1].expand_as(shift), atol=1e-6)     # one shift per image
+    assert shift.abs().max() <= 0.2 + 1e-6 and shift[:, 0].std() > 0
+    assert D.make_augment(DataConfig()) is None
+    aug = D.make_augment(DataConfig(augment={'rotate': 5}))
+    assert isinstance(aug, D.Augment2d) and aug.rotate == 5
+    # rotation by a random angle keeps a centred disc (rotation invariant) in place
+    yy, xx = torch.meshgrid(torch.arange(17.), torch.arange(17.), indexing='ij')
+    disc = (((yy - 8) ** 2 + (xx - 8) ** 2) < 25).float()[None, None].repeat(4, 1, 1, 1)
+    r = D.Augment2d(rotate=45)(disc, torch.Generator().manual_seed(1))
+    assert (r - disc).abs().mean() < 0.03
+
+
+# ---------------------------------------------------------------- validate CLI
+def _parser():
+    p = argparse.ArgumentParser(prog='dpmed')
+    D.register_cli(p.add_subparsers(dest='command'))
+    return p
+
+
+def test_validate_cli_counts_and_figure(tmp_path, capsys):
+    df = png_set(tmp_path, 24)
+    df.to_csv(tmp_path / 'm.csv', index=False)
+    args = _parser().parse_args(['data', 'validate', str(tmp_path / 'm.csv'), '--labels', 'a,b',
+                                 '--figure', str(tmp_path / 'f.png'),
+                                 '--set', 'data.subgroups=[{name: sex, column: sex}, {name: age_group, column: age, bins: [0, 40, 100]}]'])
+    assert args.func(args) == 0
+    out = capsys.readouterr().out
+    assert 'no patient in two splits' in out and (tmp_path / 'f.png').stat().st_size > 2000
+    rep = D.validate_manifest(load_config(overrides=['data.dataset=manifest', f'data.manifest={tmp_path / "m.csv"}',
+                                                     'data.labels=[a,b]', 'data.subgroups=[{name: sex, column: sex}]']).data)
+    t, c = rep['table'], rep['counts']
+    for (split, sex), g in t.groupby(['split', 'sex']):     # naive pandas reference
+        row = c[(c.split == split) & (c.subgroup == 'sex') & (c.group == sex)].iloc[0]
+        assert row.images == len(g) and row.a == g.a.sum() and row.b == g.b.sum() and row.patients == g.patient_id.nunique()
+
+
+def test_validate_cli_bad_manifest(tmp_path):
+    df = png_set(tmp_path, 8); df.loc[2, 'age'] = -1
+    df.to_csv(tmp_path / 'm.csv', index=False)
+    args = _parser().parse_args(['data', 'validate', str(tmp_path / 'm.csv'), '--labels', 'a', '--no-figure'])
+    with pytest.raises(DpmedError, match=r"m\.csv row 3 \(id 'im2'\), field 'age'"):
+        args.func(args)
+
+
+def test_validate_decode_finds_corrupt(tmp_path):
+    df = png_set(tmp_path, 20)
+    (tmp_path / 'im1.png').write_bytes(b'junk')
+    df.to_csv(tmp_path / 'm.csv', index=False)
+    args = _parser().parse_args(['data', 'validate', str(tmp_path / 'm.csv'), '--labels', 'a', '--no-figure', '--decode',
+                                 '--set', 'data.subgroups=[]'])
+    with pytest.raises(DpmedError, match='row 2.*cannot decode'):
+        args.func(args)
+
+
+# ---------------------------------------------------------------- real data
+needs_nih = pytest.mark.skipif(not (NIH_NPZ.exists() and NIH_META.exists()),
+                               reason=f'shared NIH data not found at {SHARED} (../shared/data from the repo root)')
+
+
+@needs_nih
+def test_nih_1000_manifest_real(tmp_path):
+    from dpmed.adapters import adapt_nih
+    m = adapt_nih(NIH_META, NIH_NPZ, tmp_path / 'nih')
+    cfg = load_config(tmp_path / 'nih' / 'dataset.yaml', [f'data.cache_dir={tmp_path / "cache"}'])
+    s = build(cfg.data)
+    z = np.load(NIH_NPZ)
+    assert len(s) == 1000 and s.meta.sex.isin(['F', 'M']).all() and s.meta.age.notna().all()
+    order = pd.Index(z['filenames']).get_indexer(s.meta['id'])
+    assert (order >= 0).all()
+    assert np.array_equal(np.asarray(s.images)[:, 0], z['images'][order])
+    assert np.array_equal(s.labels.astype(np.uint8), z['labels14'][order])
+    assert (s.meta.sex.to_numpy() == z['sex'][order]).all() and (s.meta.age.to_numpy() == z['age'][order]).all()
+    pats = {sp: set(s.meta.patient_id[s.meta.split == sp]) for sp in ('train', 'val', 'test')}
+    assert not (pats['train'] & pats['val'] or pats['train'] & pats['test'] or pats['val'] & pats['test'])
+    assert all(pats.values())
