@@ -13,7 +13,7 @@ import yaml
 
 from .core import DpmedError, atomic_dir, write_json
 from .config import PAPER_AGE_BINS, PAPER_CXR_LABELS
-from .data import check_manifest, npz_shapes, SEX_CODES, RESERVED
+from .data import check_manifest, npz_shapes, show, SEX_CODES, RESERVED
 
 # %% auto #0
 __all__ = ['CXR_SUBGROUPS', 'NIH_LABELS', 'CHEXPERT_LABELS', 'PADCHEST_LABELS', 'UKA_ALIASES', 'MEDMNIST_LABELS', 'snake',
@@ -134,7 +134,7 @@ def apply_uncertain_policy(values: pd.Series, label: str, policy, where: str) ->
     bad = ~(v.isna() | v.isin([0, 1, -1]))
     if bad.any():
         i = int(np.flatnonzero(bad.to_numpy())[0])
-        raise DpmedError(f"{where} row {i + 1}, field {label!r}: value {values.iat[i]!r} is not 1, 0, -1 or blank")
+        raise DpmedError(f"{where} row {i + 1}, field {label!r}: value {show(values.iat[i])} is not 1, 0, -1 or blank")
     return np.where(v == 1, 1, np.where(v == -1, 1 if pol == 'ones' else 0, 0)).astype(np.int8)
 
 def adapt_chexpert(root, out, uncertain='zeros', frontal_only: bool = True, labels=None,
@@ -250,7 +250,7 @@ def adapt_vindr(root, out, min_readers: int = 2, labels=None, overwrite: bool = 
                          'patient_id': 'image_id (VinDr-CXR has no patient ids)'}
     for split in ('train', 'test'):
         path = _find(root / 'annotations', f'image_labels_{split}.csv')
-        t = _read_table(path, 'VinDr-CXR label table')
+        t = _read_table(path, 'VinDr-CXR label table', dtype={'image_id': str, 'rad_id': str})
         _need(t, ['image_id'], path, 'VinDr-CXR label table')
         cols = [c for c in t.columns if c not in ('image_id', 'rad_id', 'No finding')]
         src = list(labels or cols)
@@ -290,7 +290,7 @@ def _col(t, want, options, path):
 def adapt_uka(master_list, images, out, threshold: int = 3, labels=None, suffix: str = '.jpg',
               overwrite: bool = False) -> Path:
     "UKA-CXR-style master list with ordinal grades -> manifest with the paper's 8 binary labels."
-    t = _read_table(master_list, 'master list')
+    t = _read_table(master_list, 'master list', dtype={'image_id': str, 'patient_id': str, 'PatientID': str})
     images = Path(images)
     labels = list(labels or PAPER_CXR_LABELS)
     c_id = _col(t, 'image_id', ['ImageID', 'id'], master_list)
@@ -311,7 +311,7 @@ def adapt_uka(master_list, images, out, threshold: int = 3, labels=None, suffix:
         bad = ~g.isin([0, 1, 2, 3, 4])
         if bad.any():
             i = int(np.flatnonzero(bad.to_numpy())[0])
-            raise DpmedError(f"{master_list} row {i + 1}, field {c!r}: grade {t[c].iat[i]!r} is not one of 0-4")
+            raise DpmedError(f"{master_list} row {i + 1}, field {c!r}: grade {show(t[c].iat[i])} is not one of 0-4")
         df[l] = (g >= threshold).astype(np.int8).to_numpy()
     report = {'source': str(master_list), 'images': str(images), 'threshold': threshold,
               'label_policy': f"ordinal grade >= {threshold} positive",
@@ -392,7 +392,7 @@ def adapt_ct_folder(folder, table, out, label: str = 'label', label_name: str = 
     y = []
     for i, v in enumerate(t[label]):
         k = _YES.get(str(v).strip().lower())
-        if k is None: raise DpmedError(f"{table} row {i + 1}, field {label!r}: {v!r} is not 0/1 (or yes/no, true/false)")
+        if k is None: raise DpmedError(f"{table} row {i + 1}, field {label!r}: {show(v)} is not 0/1 (or yes/no, true/false)")
         y.append(k)
     ids = t['id'].astype(str) if 'id' in t else files.str.replace(r'\.nii(\.gz)?$', '', regex=True)
     df = pd.DataFrame({'id': ids.to_numpy(), 'path': [str((folder / f).absolute()) for f in files],

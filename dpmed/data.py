@@ -20,7 +20,7 @@ from .imageset import ImageSet, SPLITS, patient_split, check_no_leakage, assign_
 
 # %% auto #0
 __all__ = ['SEX_CODES', 'SPLIT_ALIASES', 'RESERVED', 'NPZ_REF', 'PIL_SUFFIXES', 'DICOM_SUFFIXES', 'NIFTI_SUFFIXES',
-           'CACHE_VERSION', 'DataWarning', 'read_manifest', 'parse_ref', 'npz_shapes', 'check_manifest',
+           'CACHE_VERSION', 'DataWarning', 'read_manifest', 'show', 'parse_ref', 'npz_shapes', 'check_manifest',
            'resolve_splits', 'ImageReader', 'read_image', 'Preprocess', 'scale_intensity', 'as_2d', 'as_3d',
            'infer_spatial_dims', 'preprocess_2d', 'preprocess_3d', 'preprocess', 'default_cache_dir', 'cache_key',
            'decode_all', 'cached_images', 'dataset_config_for', 'manifest_labels', 'load_manifest',
@@ -52,6 +52,10 @@ def read_manifest(path) -> pd.DataFrame:
     df.columns = [str(c).strip() for c in df.columns]
     if len(df) == 0: raise DpmedError(f"{path}: the manifest has no rows")
     return df
+
+def show(v) -> str:
+    "repr of a cell value, NumPy scalars shown as plain Python values."
+    return repr(v.item() if isinstance(v, np.generic) else v)
 
 def _at(source, df, i, field) -> str:
     "'manifest.csv row 3 (id 'a.png'), field 'age'' (rows counted from 1 after the header)."
@@ -135,7 +139,7 @@ def check_manifest(df: pd.DataFrame, labels: list, source: str = 'manifest', roo
         if len(bad):
             i = int(bad[0]); v = df['age'].iat[i]
             why = 'missing or not a number' if np.isnan(age[i]) else 'negative' if age[i] < 0 else 'above 150'
-            raise DpmedError(f"{_at(source, df, i, 'age')}: age {v!r} is {why} ({len(bad)} bad row(s)); "
+            raise DpmedError(f"{_at(source, df, i, 'age')}: age {show(v)} is {why} ({len(bad)} bad row(s)); "
                              f"ages are years >= 0")
         df['age'] = age
     if 'sex' in df:
@@ -143,7 +147,7 @@ def check_manifest(df: pd.DataFrame, labels: list, source: str = 'manifest', roo
         bad = [i for i, v in enumerate(norm) if v is None]
         if bad:
             i = bad[0]
-            raise DpmedError(f"{_at(source, df, i, 'sex')}: unknown sex code {df['sex'].iat[i]!r} "
+            raise DpmedError(f"{_at(source, df, i, 'sex')}: unknown sex code {show(df['sex'].iat[i])} "
                              f"({len(bad)} bad row(s)); accepted codes: F, M (also female, male; any case)")
         df['sex'] = norm
     for l in labels:
@@ -151,7 +155,7 @@ def check_manifest(df: pd.DataFrame, labels: list, source: str = 'manifest', roo
         bad = np.flatnonzero(~v.isin([0, 1]).to_numpy())
         if len(bad):
             i = int(bad[0])
-            raise DpmedError(f"{_at(source, df, i, l)}: label value {df[l].iat[i]!r} is not 0 or 1 "
+            raise DpmedError(f"{_at(source, df, i, l)}: label value {show(df[l].iat[i])} is not 0 or 1 "
                              f"({len(bad)} bad row(s)); missing or uncertain labels must be resolved by the "
                              f"adapter's policy")
         df[l] = v.astype(np.int8)
@@ -160,7 +164,7 @@ def check_manifest(df: pd.DataFrame, labels: list, source: str = 'manifest', roo
         for i, v in enumerate(df['split']):
             if pd.isna(v) or not str(v).strip(): out.append(None); continue
             s = SPLIT_ALIASES.get(str(v).strip().lower())
-            if s is None: raise DpmedError(f"{_at(source, df, i, 'split')}: unknown split {v!r}; accepted: "
+            if s is None: raise DpmedError(f"{_at(source, df, i, 'split')}: unknown split {show(v)}; accepted: "
                                            f"train, val, test (also valid, validation), or blank to assign")
             out.append(s)
         df['split'] = pd.Series(out, dtype=object)
