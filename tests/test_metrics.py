@@ -367,3 +367,14 @@ def test_patient_bootstrap_widens_intervals_for_clustered_runs(runs, tmp_path):
     b = M.evaluate_run(dp, n_boot=300, cluster=True, out=tmp_path / 'p')
     assert b['bootstrap'].startswith('patient')
     assert all(np.isfinite(b['metrics']['mean']['auroc']['ci']))
+
+
+def test_holm_matches_statsmodels():
+    from statsmodels.stats.multitest import multipletests
+    rng = np.random.default_rng(0)
+    for m in (1, 2, 8, 30):
+        p = rng.random(m) ** 3
+        assert np.allclose(M.holm(p), multipletests(p, method='holm')[1])
+    p = np.array([0.01, np.nan, 0.2, 0.01])
+    assert np.allclose(M.holm(p), np.r_[multipletests(p[[0, 2, 3]], method='holm')[1][:1], np.nan,
+                                        multipletests(p[[0, 2, 3]], method='holm')[1][1:]], equal_nan=True)
