@@ -43,7 +43,8 @@ def run_metrics(cfg: ExperimentConfig, res) -> dict:
              noise_multiplier=pv['noise_multiplier'], max_grad_norm=pv['max_grad_norm'],
              sample_rate=pv['sample_rate'], steps=pv['steps'], epochs=pv['epochs'], best_epoch=res.best_epoch,
              epsilon_at_best_epoch=float(best['epsilon']), val_auroc_mean=float(best['val_auroc_mean']),
-             n_train=len(res.data.split('train')), n_val=len(res.data.split('val')), n_test=len(te),
+             n_train=len(res.data.split('train')),
+             train_positives=dict(zip(te.label_names, map(int, res.data.split('train').positives()))), n_val=len(res.data.split('val')), n_test=len(te),
              seed=cfg.train.seed, train_seconds=res.seconds)
     return m
 
