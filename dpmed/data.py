@@ -265,6 +265,8 @@ class ImageReader:
             if name.endswith(DICOM_SUFFIXES) or _is_dicom(p):
                 a, info = _read_dicom(p); return a, {**info, 'format': 'dicom'}
         except FileNotFoundError: raise DpmedError(f"{p}: image file not found") from None
+        except ModuleNotFoundError as e:
+            raise DpmedError(f"{p}: reading this format needs the package {e.name!r} (pip install {e.name})") from None
         except Exception as e:
             raise DpmedError(f"{p}: cannot decode the image ({type(e).__name__}: {e})") from None
         raise DpmedError(f"{p}: unknown image format; use PNG/JPEG/TIFF, DICOM, NIfTI, .npy or file.npz:key:index")

@@ -234,6 +234,7 @@ def test_padchest(tmp_path):
 
 # ---------------------------------------------------------------- VinDr-CXR
 def test_vindr(tmp_path):
+    pytest.importorskip('pydicom', reason='pydicom is not installed (pip install pydicom)')
     root = tmp_path / 'vindr'
     (root / 'annotations').mkdir(parents=True)
     findings = ['Aortic enlargement', 'Atelectasis', 'Cardiomegaly', 'Pleural effusion', 'Nodule/Mass', 'Other disease']
@@ -350,6 +351,7 @@ def test_medmnist_multiclass_and_multilabel_fixture(tmp_path):
 
 # ---------------------------------------------------------------- CT folder (NIfTI)
 def test_ct_folder(tmp_path):
+    pytest.importorskip('nibabel', reason='nibabel is not installed (pip install nibabel)')
     import nibabel as nib
     rng = np.random.default_rng(5)
     rows = []

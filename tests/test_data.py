@@ -97,6 +97,8 @@ def test_corrupt_image(tmp_path):
 
 
 def test_garbage_dicom_and_nifti(tmp_path):
+    pytest.importorskip('pydicom', reason='pydicom is not installed (pip install pydicom)')
+    pytest.importorskip('nibabel', reason='nibabel is not installed (pip install nibabel)')
     df = png_set(tmp_path, 8)
     (tmp_path / 'bad.dcm').write_bytes(b'not a dicom at all' * 20)
     df.loc[2, 'path'] = 'bad.dcm'
@@ -197,6 +199,7 @@ def test_npz_reference_errors(tmp_path):
 
 # ---------------------------------------------------------------- manifest formats, labels from the dataset config
 def test_parquet_equals_csv(tmp_path):
+    pytest.importorskip('pyarrow', reason='pyarrow is not installed (pip install pyarrow)')
     df = png_set(tmp_path, 10)
     a = build(cfg_for(tmp_path, df))
     b = build(cfg_for(tmp_path, df, 'manifest.parquet'))
@@ -239,6 +242,7 @@ def test_luminance_matches_pillow(tmp_path):
 
 
 def test_dicom_rescale_and_monochrome1(tmp_path):
+    pytest.importorskip('pydicom', reason='pydicom is not installed (pip install pydicom)')
     a = (np.arange(12 * 10).reshape(12, 10) * 7).astype(np.uint16)
     write_dicom(tmp_path / 'a.dcm', a, slope=2.0, intercept=-1024)
     assert np.allclose(D.read_image(tmp_path / 'a.dcm'), a * 2.0 - 1024)
@@ -258,6 +262,7 @@ def test_npz_and_npy_refs(tmp_path):
 
 
 def test_nifti_orientation_matches_nibabel_canonical(tmp_path):
+    pytest.importorskip('nibabel', reason='nibabel is not installed (pip install nibabel)')
     import nibabel as nib
     rng = np.random.default_rng(0)
     vol = rng.normal(0, 300, (12, 12, 12)).astype(np.float32)
@@ -271,6 +276,7 @@ def test_nifti_orientation_matches_nibabel_canonical(tmp_path):
 
 
 def test_nifti_spacing_and_crop(tmp_path):
+    pytest.importorskip('nibabel', reason='nibabel is not installed (pip install nibabel)')
     import nibabel as nib
     vol = np.zeros((20, 20, 20), np.float32); vol[5:15, 5:15, 5:15] = 100
     nib.save(nib.Nifti1Image(vol, np.eye(4)), tmp_path / 'c.nii.gz')
@@ -491,3 +497,25 @@ def test_nih_1000_manifest_real(tmp_path):
     pats = {sp: set(s.meta.patient_id[s.meta.split == sp]) for sp in ('train', 'val', 'test')}
     assert not (pats['train'] & pats['val'] or pats['train'] & pats['test'] or pats['val'] & pats['test'])
     assert all(pats.values())
+
+
+@needs_nih
+def test_nih_trains_end_to_end_through_dpmed_train(tmp_path):
+    cli = pytest.importorskip('dpmed.cli', reason='the dpmed command line (lead) is not there yet')
+    from dpmed.adapters import adapt_nih
+    adapt_nih(NIH_META, NIH_NPZ, tmp_path / 'nih')
+    run = tmp_path / 'run'
+    rc = cli.main(['train', str(tmp_path / 'nih' / 'dataset.yaml'), '--set', 'data.image_size=16',
+                   '--set', 'data.labels=[effusion,infiltration,atelectasis]', '--set', 'train.epochs=1',
+                   '--set', 'model.width=0.125', '--set', f'data.cache_dir={tmp_path / "cache"}',
+                   '--set', 'eval.n_boot=20', '--out', str(run), '--quiet'])
+    assert rc == 0
+    pred = pd.read_csv(run / 'predictions.csv')
+    meta = pd.read_csv(tmp_path / 'nih' / 'manifest.csv').set_index('id')
+    assert len(pred) > 100 and pred['sex'].isin(['F', 'M']).all() and pred['age'].notna().all()
+    # the test patients are none of the training patients
+    log = pd.read_csv(run / 'predictions.csv')
+    test_pat = set(meta.loc[log['id'], 'patient_id'])
+    from dpmed.config import load_config as _lc
+    s = build(_lc(run / 'config.yaml').data)
+    assert not test_pat & set(s.meta.patient_id[s.meta.split == 'train'])
