@@ -56,10 +56,11 @@ class DataConfig:
 @dataclass
 class ModelConfig:
     "The network; ResNet9 as in the paper, with a width multiplier for small machines."
-    name: str = 'resnet9'               # resnet9 | resnet9_3d
+    name: str = 'resnet9'               # resnet9 | resnet9_3d | monai_resnet18 | monai_densenet121
     width: float = 0.25                 # 1.0 = 64-128-256-512 channels as in the paper
     in_channels: int = 1
     pretrained: str | None = None       # local checkpoint to start from
+    spatial_dims: int | None = None     # 2 or 3; None = the model's own (resnet9 2, resnet9_3d and monai_* 3)
 
 @dataclass
 class PrivacyConfig:
@@ -90,6 +91,13 @@ class TrainConfig:
     seed: int = 0
     device: str = 'auto'
     num_threads: int | None = None      # torch CPU threads; None = torch's default
+    lr_schedule: str = 'constant'       # constant | cosine (per epoch, to 0 at the last epoch) | step
+    lr_step_epochs: int = 10            # step schedule: multiply lr by lr_gamma every this many epochs
+    lr_gamma: float = 0.1
+    amp: bool = False                   # mixed precision (bfloat16 autocast) on CUDA; ignored on CPU
+    deterministic: bool = False         # torch deterministic algorithms (bit-exact resume on GPU too, slower)
+    checkpoint_every: int = 1           # epochs between resume checkpoints (0 = none)
+    tensorboard: bool = True            # TensorBoard event files in the run directory
 
 @dataclass
 class EvalConfig:
@@ -171,7 +179,8 @@ _SECTIONS = {'data': DataConfig, 'model': ModelConfig, 'privacy': PrivacyConfig,
 
 # %% ../nbs/01_config.ipynb #2985a9bf
 _CHOICES = {('data', 'dataset'): ('phantom_cxr', 'phantom_ct', 'manifest'),
-            ('model', 'name'): ('resnet9', 'resnet9_3d'),
+            ('model', 'name'): ('resnet9', 'resnet9_3d', 'monai_resnet18', 'monai_densenet121'),
+            ('train', 'lr_schedule'): ('constant', 'cosine', 'step'),
             ('privacy', 'accountant'): ('prv', 'rdp', 'gdp'),
             ('privacy', 'grad_sample_mode'): ('hooks', 'functorch', 'ew', 'ghost'),
             ('train', 'optimizer'): ('nadam', 'adam', 'sgd')}
@@ -211,7 +220,11 @@ def validate(cfg: ExperimentConfig) -> ExperimentConfig:
             bad(f'data.augment.{k}', f"must be a number >= 0, got {v!r}")
     if d.augment.get('hflip', 0) > 1: bad('data.augment.hflip', f"is a probability, got {d.augment['hflip']}")
     if cfg.model.width <= 0: bad('model.width', f"must be > 0, got {cfg.model.width}")
-    if (cfg.model.name == 'resnet9_3d') != (d.dataset == 'phantom_ct') and d.dataset != 'manifest':
+    if cfg.model.spatial_dims not in (None, 2, 3): bad('model.spatial_dims', f"must be 2, 3 or null, got {cfg.model.spatial_dims}")
+    if cfg.model.name == 'resnet9' and cfg.model.spatial_dims == 3 or cfg.model.name == 'resnet9_3d' and cfg.model.spatial_dims == 2:
+        bad('model.spatial_dims', f"{cfg.model.name!r} has fixed dimensions; use resnet9 (2D) or resnet9_3d (3D)")
+    _mdims = cfg.model.spatial_dims or (2 if cfg.model.name == 'resnet9' else 3)
+    if (_mdims == 3) != (d.dataset == 'phantom_ct') and d.dataset != 'manifest':
         bad('model.name', f"{cfg.model.name!r} does not fit data.dataset {d.dataset!r} (2D vs 3D)")
     if p.epsilon is not None and not math.isinf(p.epsilon) and p.epsilon <= 0:
         bad('privacy.epsilon', f"must be > 0 (or inf for non-private), got {p.epsilon}")
@@ -229,6 +242,9 @@ def validate(cfg: ExperimentConfig) -> ExperimentConfig:
         bad('train.batch_size', f"logical batch {t.batch_size} is not a multiple of "
             f"train.physical_batch_size {t.physical_batch_size}")
     if t.lr <= 0: bad('train.lr', f"must be > 0, got {t.lr}")
+    if t.lr_step_epochs < 1: bad('train.lr_step_epochs', f"must be >= 1, got {t.lr_step_epochs}")
+    if not 0 < t.lr_gamma <= 1: bad('train.lr_gamma', f"must be in (0, 1], got {t.lr_gamma}")
+    if t.checkpoint_every < 0: bad('train.checkpoint_every', f"must be >= 0, got {t.checkpoint_every}")
     if e.n_boot < 0: bad('eval.n_boot', f"must be >= 0, got {e.n_boot}")
     return cfg
 
