@@ -543,8 +543,16 @@ def load_manifest(data_cfg, check_files: bool = True) -> tuple:
     path = Path(d.manifest)
     labels = manifest_labels(path, d.labels)
     df = check_manifest(read_manifest(path), labels, str(path), path.parent, check_files=check_files)
-    df['split'] = resolve_splits(df, d.val_fraction, d.test_fraction, d.split_seed,
-                                 labels if d.stratify else None, list(d.stratify_by), str(path))
+    by, strat = [], df
+    specs = {s['name']: s for s in d.subgroups}
+    for c in d.stratify_by:                                    # a declared subgroup name (e.g. age_group) or a column
+        if c in specs and ('bins' in specs[c] or 'quantiles' in specs[c] or c not in df):
+            if strat is df: strat = df.copy()
+            strat[f'__group_{c}'] = assign_subgroups(df, [specs[c]])[c].fillna('none')
+            by.append(f'__group_{c}')
+        else: by.append(c)
+    df['split'] = resolve_splits(strat, d.val_fraction, d.test_fraction, d.split_seed,
+                                 labels if d.stratify else None, by, str(path))
     return df, labels
 
 def imageset_from_config(data_cfg, log=print) -> ImageSet:

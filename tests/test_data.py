@@ -519,3 +519,13 @@ def test_nih_trains_end_to_end_through_dpmed_train(tmp_path):
     from dpmed.config import load_config as _lc
     s = build(_lc(run / 'config.yaml').data)
     assert not test_pat & set(s.meta.patient_id[s.meta.split == 'train'])
+
+
+def test_stratify_by_declared_age_bins(tmp_path):
+    df = png_set(tmp_path, 80, patients=list(range(80)))
+    df['age'] = [25.0] * 8 + [65.0] * 72                      # a small young group
+    sub = [{'name': 'age_group', 'column': 'age', 'bins': [0, 30, 60, 100]}]
+    for seed in range(5):                                     # 8 young patients: 25% test = 2, 20% val = 1.6
+        m = build(cfg_for(tmp_path, df, subgroups=sub, stratify_by=['age_group'], stratify=False, split_seed=seed)).meta
+        young = m[m.age < 30].split.value_counts()
+        assert 1 <= young.get('test', 0) <= 3 and 1 <= young.get('val', 0) <= 3, (seed, young)
