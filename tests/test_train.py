@@ -69,7 +69,7 @@ def test_run_directory_is_complete_and_epsilon_matches_the_accountant(tmp_path, 
     cfg = load_config(overrides=tiny + [f'privacy.epsilon={eps}', 'privacy.delta=1e-4'])
     m = train_and_save(cfg, tmp_path / 'run', progress=False)
     run = load_run(tmp_path / 'run')
-    assert sorted(p.name for p in (tmp_path / 'run').iterdir()) == sorted(RUN_FILES)
+    assert sorted(p.name for p in (tmp_path / 'run').iterdir()) == sorted(RUN_FILES + ('tensorboard',))
     pred = run['predictions']
     n_test = (T.load_imageset(cfg).meta.split == 'test').sum()
     assert len(pred) == n_test == m['n_test']
@@ -100,7 +100,8 @@ def test_no_half_written_run_on_failure(tmp_path, tiny, monkeypatch):
     monkeypatch.setattr(R, 'predictions_table', lambda *a, **k: (_ for _ in ()).throw(RuntimeError('disk full')))
     with pytest.raises(RuntimeError):
         train_and_save(load_config(overrides=tiny + ['train.epochs=1']), tmp_path / 'run', progress=False)
-    assert list(tmp_path.iterdir()) == []
+    # no run directory; only the hidden working folder remains, from which the run can be resumed
+    assert [p.name for p in tmp_path.iterdir()] == ['.run.work']
 
 
 def test_existing_run_directory_is_not_overwritten(tmp_path, tiny):
