@@ -91,10 +91,11 @@ def patient_split(meta: pd.DataFrame, val_fraction: float, test_fraction: float,
     names = np.array(['test', 'val', 'train'])
     have, seen, which = np.zeros(3), 0, {}
     n = counts.to_dict()
-    for pid in order:                                         # each patient to the split furthest behind its target
-        seen += n[pid]
-        k = int(np.argmax(frac * seen - have))
-        have[k] += n[pid]; which[pid] = names[k]
+    live = frac > 0
+    for pid in order:              # each patient to the split furthest behind its target, relative to its share
+        lag = np.where(live, (frac * seen - have) / np.where(live, frac, 1), -np.inf)
+        k = int(np.argmax(lag))
+        have[k] += n[pid]; seen += n[pid]; which[pid] = names[k]
     return meta['patient_id'].map(which).to_numpy()
 
 def check_no_leakage(meta: pd.DataFrame, source: str = 'dataset') -> None:

@@ -347,6 +347,16 @@ def test_stratified_split_spreads_rare_labels():
             err.append(np.max(np.abs(np.array(prev) - rare.mean())))
         assert abs((sp == 'test').mean() - 0.2) < 0.03
     assert np.mean(strat_err) < 0.5 * np.mean(plain_err), (np.mean(strat_err), np.mean(plain_err))
+    # patients with many images are not drawn to one split: the patient shares follow the fractions too
+    heavy = pd.DataFrame({'patient_id': np.repeat(np.arange(400), k2 := 1 + rng.poisson(np.where(np.arange(400) % 5, 0.5, 12))),
+                          'y': np.repeat(rng.random(400) < 0.3, k2).astype(int)})
+    shares = []
+    for seed in range(6):
+        sp = patient_split(heavy, 0.15, 0.2, seed, labels=['y'])
+        first = pd.Series(sp).groupby(heavy.patient_id.to_numpy()).first()
+        shares.append([(first == name).mean() for name in ('train', 'val', 'test')])
+        assert np.allclose([(sp == name).mean() for name in ('train', 'val', 'test')], [0.65, 0.15, 0.2], atol=0.04)
+    assert np.allclose(np.mean(shares, 0), [0.65, 0.15, 0.2], atol=0.025), np.mean(shares, 0)
     a = patient_split(meta, 0.15, 0.2, 1, labels=['rare']); b = patient_split(meta, 0.15, 0.2, 2, labels=['rare'])
     assert (a == patient_split(meta, 0.15, 0.2, 1, labels=['rare'])).all() and (a != b).any()
 
@@ -505,7 +515,7 @@ def test_nih_trains_end_to_end_through_dpmed_train(tmp_path):
     from dpmed.adapters import adapt_nih
     adapt_nih(NIH_META, NIH_NPZ, tmp_path / 'nih')
     run = tmp_path / 'run'
-    rc = cli.main(['train', str(tmp_path / 'nih' / 'dataset.yaml'), '--set', 'data.image_size=16',
+    rc = cli.main(['train', str(tmp_path / 'nih' / 'dataset.yaml'), '--set', 'data.image_size=32',
                    '--set', 'data.labels=[effusion,infiltration,atelectasis]', '--set', 'train.epochs=1',
                    '--set', 'model.width=0.125', '--set', f'data.cache_dir={tmp_path / "cache"}',
                    '--set', 'eval.n_boot=20', '--out', str(run), '--quiet'])
