@@ -22,6 +22,15 @@ OVERFIT = ['data.n_patients=60', 'data.image_size=32', 'model.width=0.25', 'trai
 K = 64                      # canaries per audit
 
 
+@pytest.fixture(scope='module', autouse=True)
+def _restore_torch_threads():
+    "train.num_threads sets torch's process-wide thread count; give the other test files theirs back."
+    import torch
+    n = torch.get_num_threads()
+    yield
+    torch.set_num_threads(n)
+
+
 def _logit(p):
     return math.log(p / (1 - p))
 
@@ -283,3 +292,53 @@ def test_bad_input_is_named(nonprivate_run, tmp_path):
     torch.save(ck, bad / 'checkpoint.pt')
     with pytest.raises(DpmedError, match="model_last"):
         A.audit_run(bad, n_boot=0)
+
+
+# ---------------------------------------------------------------- LiRA
+
+def test_lira_scores_match_a_loop_over_images():
+    rng = np.random.default_rng(5)
+    S, n, L = 6, 40, 3
+    inn = rng.random((S, n)) < 0.5
+    inn[:, 0] = True                       # image 0 never out, image 1 never in: imputed from the label's shift
+    inn[:, 1] = False
+    sh = rng.normal(size=(S, n, L)) + inn[..., None]
+    tgt = rng.normal(size=(n, L))
+    got = A.lira_scores(tgt, sh, inn)
+    expect = np.zeros(n)
+    for l in range(L):
+        mu_in, mu_out = {}, {}
+        for j in range(n):
+            a, b = sh[inn[:, j], j, l], sh[~inn[:, j], j, l]
+            if len(a): mu_in[j] = a.mean()
+            if len(b): mu_out[j] = b.mean()
+        shift = np.mean([mu_in[j] - mu_out[j] for j in range(n) if j in mu_in and j in mu_out])
+        for j in range(n):
+            mu_in.setdefault(j, mu_out.get(j, np.nan) + shift)
+            mu_out.setdefault(j, mu_in[j] - shift)
+        ss_in = sum(((sh[inn[:, j], j, l] - mu_in[j]) ** 2).sum() for j in range(n))
+        df_in = sum(max(inn[:, j].sum() - 1, 0) for j in range(n))
+        ss_out = sum(((sh[~inn[:, j], j, l] - mu_out[j]) ** 2).sum() for j in range(n))
+        df_out = sum(max((~inn[:, j]).sum() - 1, 0) for j in range(n))
+        for j in range(n):
+            expect[j] += stats.norm.logpdf(tgt[j, l], mu_in[j], math.sqrt(ss_in / df_in)) \
+                - stats.norm.logpdf(tgt[j, l], mu_out[j], math.sqrt(ss_out / df_out))
+    assert np.allclose(got, expect, rtol=1e-9, atol=1e-9)
+    with pytest.raises(DpmedError):
+        A.lira_scores(tgt, sh[:, :10], inn)
+
+
+def test_shadow_inclusion_is_per_patient_and_fair():
+    groups = np.repeat(np.arange(300), 2)
+    inc = A.shadow_inclusion(groups, 8, seed=1)
+    assert inc.shape == (8, 600) and np.array_equal(inc[:, ::2], inc[:, 1::2])
+    assert stats.binomtest(int(inc[:, ::2].sum()), 8 * 300).pvalue > 0.001
+    assert np.array_equal(inc, A.shadow_inclusion(groups, 8, seed=1))
+
+
+def test_lira_finds_leakage_without_dp(nonprivate_run, tmp_path):
+    rep = A.audit_run(nonprivate_run, attack='lira', shadows=4, out=tmp_path, n_boot=300)
+    la = rep['lira']
+    assert la['n_shadows'] == 4 and la['nonmembers'] == 'test'
+    assert la['auc'] > 0.6 and la['auc_ci'][0] > 0.5, la
+    assert 'LiRA' in rep['summary'] and read_json(tmp_path / 'audit.json')['lira']['auc'] == pytest.approx(la['auc'])
