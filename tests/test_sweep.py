@@ -1,0 +1,221 @@
+"""dpmed sweep: grids, bad input, failures, kill-and-resume, shards and merge (papermill runs end to end)."""
+import contextlib, io, json, os, signal, subprocess, sys, time
+from pathlib import Path
+
+import nbformat
+import pandas as pd
+import pytest
+import yaml
+
+from dpmed.cli import main
+from dpmed.core import DpmedError, read_json
+from dpmed.sweep import expand_grid, load_grid, merge_sweeps, run_sweep
+
+# a real (tiny) training run: ~10 s per run on 2 cores, mostly kernel start-up
+TINY = {'data': {'n_patients': 60, 'image_size': 32}, 'model.width': 0.125, 'eval.n_boot': 50,
+        'train': {'epochs': 1, 'batch_size': 16, 'physical_batch_size': 16, 'num_threads': 1}}
+
+# a notebook that writes a synthetic run directory instead of training (fast), and raises for lr 0.5
+FAKE_NB = '''
+from dpmed.config import load_config, config_to_yaml
+from dpmed.metrics import synthetic_run
+cfg = load_config(config_path, overrides)
+if cfg.train.lr == 0.5: raise RuntimeError("boom: lr 0.5 is not allowed here")
+eps = cfg.privacy.epsilon
+synthetic_run(run_dir, {'F': 0.7, 'M': 0.9}, n_patients=40, epsilon=eps, model_seed=cfg.train.seed, overwrite=False,
+              extra_metrics=dict(model='fake', target_epsilon=eps, noise_multiplier=1.0, steps=1, best_epoch=1,
+                                 n_train=100, n_test=80, train_seconds=0.1))
+(Path(run_dir) / 'config.yaml').write_text(config_to_yaml(cfg))
+'''
+
+
+def write_yaml(path, d):
+    path.write_text(yaml.safe_dump(d, sort_keys=False))
+    return path
+
+
+@pytest.fixture
+def fake_nb(tmp_path):
+    nb = nbformat.v4.new_notebook()
+    p = nbformat.v4.new_code_cell("config_path = None\noverrides = []\nrun_dir = None\noverwrite = False\n"
+                                  "resume = False\nprogress = False")
+    p.metadata['tags'] = ['parameters']
+    nb.cells = [p, nbformat.v4.new_code_cell('from pathlib import Path\n' + FAKE_NB)]
+    path = tmp_path / 'fake.ipynb'
+    nbformat.write(nb, path)
+    return path
+
+
+def cli(*argv):
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        rc = main([str(a) for a in argv])
+    return rc, out.getvalue(), err.getvalue()
+
+
+def snapshot(folder):
+    "mtime and content of every finished run's metrics.json and notebook."
+    return {p.parent.name: (p.stat().st_mtime_ns, p.read_text(), (p.parent / 'notebook.ipynb').stat().st_mtime_ns)
+            for p in Path(folder).glob('*/metrics.json')}
+
+
+# ---------------------------------------------------------------- bad input: clear messages, nothing written
+
+@pytest.mark.parametrize('grid, words', [
+    ({'epsilon': [8], 'train.epoch': 3}, ["unknown key 'train.epoch'", 'epochs']),
+    ({'epsilon': [8], 'trian': {'epochs': 3}}, ["unknown key 'trian'"]),
+    ({'epsilon': [8], 'data': {'phantom': {'signal_by_gender': {'F': 1}}}}, ["'data.phantom.signal_by_gender'", 'signal_by_sex']),
+    ({'epsilon': [8], 'experiments': {'a': {'model.depth': 3}}}, ["experiments.a", "'model.depth'"]),
+    ({'epsilon': [], 'seed': [0]}, ['empty', 'privacy.epsilon']),
+    ({'epsilon': ['eight']}, ['privacy.epsilon']),
+])
+def test_bad_grid_is_refused_with_a_message_naming_the_key(tmp_path, grid, words):
+    g = write_yaml(tmp_path / 'g.yaml', grid)
+    rc, out, err = cli('sweep', g, '--out', tmp_path / 'out')
+    assert rc == 2 and err.startswith('dpmed: error: ') and len(err.strip().splitlines()) == 1, err
+    assert str(g) in err and all(w in err for w in words), err
+    assert not (tmp_path / 'out').exists()                      # checked before anything is written
+
+
+def test_empty_grid_file(tmp_path):
+    g = tmp_path / 'g.yaml'; g.write_text('# nothing here\n')
+    rc, _, err = cli('sweep', g, '--out', tmp_path / 'out')
+    assert rc == 2 and 'the grid is empty' in err and not (tmp_path / 'out').exists()
+    rc, _, err = cli('sweep', tmp_path / 'missing.yaml')
+    assert rc == 2 and 'grid file not found' in err
+
+
+def test_grid_expansion_shortcuts_nesting_and_list_valued_keys():
+    g = expand_grid({'dataset': 'phantom_ct', 'model': 'resnet9_3d', 'epsilons': ['inf', 2], 'seeds': [0, 1],
+                     'data': {'n_patients': 50, 'subgroups': [{'name': 'sex', 'column': 'sex'}]},
+                     'train.lr': [1e-3, 2e-3]})
+    assert len(g.runs) == 8 and g.axes == ['privacy.epsilon', 'train.seed', 'train.lr']
+    r = g.run('eps2_seed1_lr0.002')
+    assert (r.config.data.dataset, r.config.model.name, r.config.privacy.epsilon, r.config.train.seed, r.config.train.lr) == \
+        ('phantom_ct', 'resnet9_3d', 2.0, 1, 0.002)
+    assert r.config.data.subgroups == [{'name': 'sex', 'column': 'sex'}]        # a list-valued key is not an axis
+    g2 = expand_grid({'data.labels': [['cardiomegaly'], ['congestion']]})         # ... a list of lists is
+    assert [r.config.data.labels for r in g2.runs] == [['cardiomegaly'], ['congestion']]
+
+
+def test_shard_argument_errors(tmp_path):
+    g = write_yaml(tmp_path / 'g.yaml', {'epsilon': [8]})
+    for bad in ('0/2', '3/2', 'half'):
+        rc, _, err = cli('sweep', g, '--shard', bad, '--out', tmp_path / 'out')
+        assert rc == 2 and '--shard' in err
+
+
+# ---------------------------------------------------------------- failures are recorded, the sweep goes on
+
+def test_failing_notebook_is_recorded_and_the_sweep_continues(tmp_path, fake_nb):
+    g = write_yaml(tmp_path / 'g.yaml', {'name': 'fails', 'notebook': str(fake_nb), 'train.lr': [0.5, 0.001],
+                                         'seed': [0, 1]})
+    out = tmp_path / 'out'
+    rc, stdout, err = cli('sweep', g, '--out', out)
+    assert rc == 1
+    assert 'dpmed sweep: 2 run(s) failed' in err and 'boom: lr 0.5' in err
+    assert 'done 2, failed 2, remaining 0' in err                       # progress: done / failed / remaining
+    for name in ('lr0.5_seed0', 'lr0.5_seed1'):
+        e = read_json(out / '_failed' / name / 'error.json')
+        assert 'RuntimeError' in e['error'] and 'boom' in e['error'] and e['attempts'] == 1
+        assert (out / '_failed' / name / 'notebook.ipynb').exists()   # the partly executed notebook, to read
+        assert not (out / name).exists()
+    res = pd.read_csv(out / 'results.csv')
+    assert res.run.tolist() == ['lr0.001_seed0', 'lr0.001_seed1'] and res['train.lr'].tolist() == [0.001, 0.001]
+    st = pd.read_csv(out / 'status.csv').set_index('run')
+    assert st.status.to_dict() == {'lr0.5_seed0': 'failed', 'lr0.5_seed1': 'failed', 'lr0.001_seed0': 'finished',
+                                   'lr0.001_seed1': 'finished'}
+    assert 'boom' in st.error['lr0.5_seed0']
+    before = snapshot(out)
+    # --no-retry: nothing runs; a plain rerun retries only the failed runs (and counts the attempt)
+    r = run_sweep(g, out, retry_failed=False, progress=False)
+    assert r.ran == [] and sorted(r.failed) == ['lr0.5_seed0', 'lr0.5_seed1']
+    r = run_sweep(g, out, progress=False)
+    assert sorted(r.ran) == ['lr0.5_seed0', 'lr0.5_seed1'] and read_json(out / '_failed' / 'lr0.5_seed0' / 'error.json')['attempts'] == 2
+    assert snapshot(out) == before                                     # finished runs untouched
+    assert not list(out.glob('.lr*')) and not list((out / '.locks').iterdir())
+
+
+def test_folder_of_a_different_grid_is_refused_and_left_alone(tmp_path, fake_nb):
+    out = tmp_path / 'out'
+    g = write_yaml(tmp_path / 'g.yaml', {'name': 'one', 'notebook': str(fake_nb), 'seed': [0, 1]})
+    run_sweep(g, out, progress=False)
+    before, files = snapshot(out), sorted(p.name for p in out.iterdir())
+    other = write_yaml(tmp_path / 'other.yaml', {'name': 'two', 'notebook': str(fake_nb), 'seed': [0, 1]})
+    rc, _, err = cli('sweep', other, '--out', out)
+    assert rc == 2 and "holds the results of grid 'one'" in err and '2 finished runs' in err
+    changed = write_yaml(tmp_path / 'g2.yaml', {'name': 'one', 'notebook': str(fake_nb), 'seed': [0, 1], 'train.epochs': 7})
+    rc, _, err = cli('sweep', changed, '--out', out)
+    assert rc == 2 and 'seed0' in err and 'train.epochs: 5 in the folder, 7 in the grid' in err
+    assert snapshot(out) == before and sorted(p.name for p in out.iterdir()) == files
+    # the same grid extended by a run is fine: only the new run executes
+    more = write_yaml(tmp_path / 'g3.yaml', {'name': 'one', 'notebook': str(fake_nb), 'seed': [0, 1, 2]})
+    r = run_sweep(more, out, progress=False)
+    assert r.ran == ['seed2'] and len(r.results) == 3 and {k: v for k, v in snapshot(out).items() if k != 'seed2'} == before
+
+
+def test_list_shows_runs_and_state(tmp_path, fake_nb):
+    g = write_yaml(tmp_path / 'g.yaml', {'name': 'l', 'notebook': str(fake_nb), 'epsilon': ['inf', 4], 'seed': [0, 1]})
+    rc, out, _ = cli('sweep', g, '--list', '--shard', '2/2', '--out', tmp_path / 'o')
+    lines = out.strip().splitlines()
+    assert rc == 0 and [l.split()[0] for l in lines] == ['nonprivate_seed1', 'eps4_seed1']
+    assert 'pending' in lines[0] and 'privacy.epsilon=inf' in lines[0] and not (tmp_path / 'o').exists()
+
+
+# ---------------------------------------------------------------- kill mid-way, restart: finished runs kept
+
+def test_killed_sweep_resumes_without_redoing_finished_runs(tmp_path):
+    grid = {'name': 'kill', **TINY,
+            'experiments': {'a': {'epsilon': 8, 'train.epochs': 20}, 'b': {'epsilon': 'inf', 'train.epochs': 40}}}  # a starts first (longer)
+    g = write_yaml(tmp_path / 'g.yaml', grid)
+    out = tmp_path / 'out'
+    env = {**os.environ, 'PYTHONUNBUFFERED': '1'}
+    proc = subprocess.Popen([sys.executable, '-m', 'dpmed', 'sweep', str(g), '--out', str(out)], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+    ckpt = out / '.b.work' / 'checkpoint.pt'     # b checkpoints after each of its 40 epochs
+    t0 = time.time()
+    try:
+        while not ((out / 'a' / 'metrics.json').exists() and ckpt.exists()):
+            assert proc.poll() is None, proc.stdout.read().decode()[-3000:]
+            assert time.time() - t0 < 240, 'sweep too slow'
+            time.sleep(0.05)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)                      # the sweep and its process group
+        proc.wait()
+    time.sleep(3)           # the kernel (own session) notices its parent is gone within a second and exits
+    assert not (out / 'b' / 'metrics.json').exists(), 'b finished before the kill; test needs a slower run'
+    before = snapshot(out)
+    assert list(before) == ['a']
+    r = run_sweep(g, out, progress=False)
+    assert r.ran == ['b'] and not r.failed
+    assert snapshot(out)['a'] == before['a']                         # not redone: same file, same mtime
+    m = read_json(out / 'b' / 'metrics.json')
+    assert m['resumed'] >= 1 and m['epochs'] == 40                    # continued from its checkpoint
+    assert pd.read_csv(out / 'results.csv').run.tolist() == ['a', 'b']
+    assert not [p.name for p in out.iterdir() if p.name.startswith('.') and p.name != '.locks']
+    assert not list((out / '.locks').iterdir())
+
+
+# ---------------------------------------------------------------- two shards merge into the unsharded results
+
+def test_two_shards_merge_into_the_same_results_as_one_sweep(tmp_path):
+    g = write_yaml(tmp_path / 'g.yaml', {'name': 'sh', **TINY, 'epsilon': ['inf', 8, 2], 'seed': [3]})
+    env = {**os.environ, 'PYTHONUNBUFFERED': '1'}
+    shards = [subprocess.Popen([sys.executable, '-m', 'dpmed', 'sweep', str(g), '--shard', f'{i}/2', '--out',
+                                str(tmp_path / f's{i}'), '--quiet'], env=env, stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT) for i in (1, 2)]
+    whole = run_sweep(g, tmp_path / 'all', jobs=2, progress=False)   # meanwhile: one sweep, two parallel jobs
+    for p in shards: assert p.wait() == 0, p.stdout.read().decode()[-3000:]
+    assert sorted(pd.read_csv(tmp_path / 's1' / 'results.csv').run) == ['eps2_seed3', 'nonprivate_seed3']
+    assert pd.read_csv(tmp_path / 's2' / 'results.csv').run.tolist() == ['eps8_seed3']
+    rc, _, err = cli('sweep', g, '--merge', tmp_path / 's1', tmp_path / 's2', '--out', tmp_path / 'merged')
+    assert rc == 0, err
+    a = pd.read_csv(tmp_path / 'all' / 'results.csv'); b = pd.read_csv(tmp_path / 'merged' / 'results.csv')
+    assert a.run.tolist() == ['nonprivate_seed3', 'eps8_seed3', 'eps2_seed3'] and len(whole.ran) == 3
+    volatile = ['train_seconds']
+    pd.testing.assert_frame_equal(a.drop(columns=volatile), b.drop(columns=volatile))
+    # merging again is a no-op; a folder missing runs is reported
+    assert merge_sweeps(g, tmp_path / 'merged', [tmp_path / 's1'], progress=False).ran == []
+    rc, _, err = cli('sweep', g, '--merge', tmp_path / 's2', '--out', tmp_path / 'part')
+    assert rc == 1 and 'missing: nonprivate_seed3, eps2_seed3' in err
