@@ -53,9 +53,12 @@ export: $(VENV)/.installed-dev
 	$(BIN)/nbdev_export
 	$(BIN)/nbdev_clean
 
+## documentation site in _docs/ (quarto from PyPI's quarto-cli, whose build downloads the quarto binary from
+## GitHub); the committed figures/ are copied next to the notebooks for the duration so the chapters show them
 docs: $(VENV)/.installed-dev
 	$(BIN)/pip install -q quarto-cli
-	$(BIN)/nbdev_docs
+	rm -rf nbs/figures && cp -r figures nbs/figures
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/nbdev_docs; status=$$?; rm -rf nbs/figures; exit $$status
 
 clean:
 	rm -rf runs/quick _docs _proc

@@ -89,8 +89,8 @@ def test_grid_expansion_shortcuts_nesting_and_list_valued_keys():
     g = expand_grid({'dataset': 'phantom_ct', 'model': 'resnet9_3d', 'epsilons': ['inf', 2], 'seeds': [0, 1],
                      'data': {'n_patients': 50, 'subgroups': [{'name': 'sex', 'column': 'sex'}]},
                      'train.lr': [1e-3, 2e-3]})
-    assert len(g.runs) == 8 and g.axes == ['privacy.epsilon', 'train.seed', 'train.lr']
-    r = g.run('eps2_seed1_lr0.002')
+    assert len(g.runs) == 8 and g.axes == ['privacy.epsilon', 'train.lr', 'train.seed']   # the seed last
+    r = g.run('eps2_lr0.002_seed1')
     assert (r.config.data.dataset, r.config.model.name, r.config.privacy.epsilon, r.config.train.seed, r.config.train.lr) == \
         ('phantom_ct', 'resnet9_3d', 2.0, 1, 0.002)
     assert r.config.data.subgroups == [{'name': 'sex', 'column': 'sex'}]        # a list-valued key is not an axis
@@ -219,3 +219,14 @@ def test_two_shards_merge_into_the_same_results_as_one_sweep(tmp_path):
     assert merge_sweeps(g, tmp_path / 'merged', [tmp_path / 's1'], progress=False).ran == []
     rc, _, err = cli('sweep', g, '--merge', tmp_path / 's2', '--out', tmp_path / 'part')
     assert rc == 1 and 'missing: nonprivate_seed3, eps2_seed3' in err
+
+
+def test_notebooks_run_on_this_interpreter_whatever_kernels_are_installed(tmp_path, fake_nb, monkeypatch):
+    "A user's own 'python3' kernelspec (here one that cannot start) does not take over the sweep's runs."
+    spec = tmp_path / 'jp' / 'kernels' / 'python3'; spec.mkdir(parents=True)
+    (spec / 'kernel.json').write_text(json.dumps({'argv': ['/bin/false', '{connection_file}'], 'display_name': 'bogus',
+                                                  'language': 'python'}))
+    monkeypatch.setenv('JUPYTER_PATH', str(tmp_path / 'jp'))
+    g = write_yaml(tmp_path / 'g.yaml', {'name': 'k', 'notebook': str(fake_nb), 'seed': [0]})
+    r = run_sweep(g, tmp_path / 'out', progress=False)
+    assert r.ran == ['seed0'] and not r.failed

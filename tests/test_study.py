@@ -1,0 +1,92 @@
+"""The default study end to end (quick version): reproduce = the built-in grid through the sweep + the figures
+notebook; the study and report notebooks run through papermill; the paper-scale grid expands and validates."""
+import json, math
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from dpmed.core import DpmedError
+from dpmed.study import default_grid, execute_notebook, paper_grid, reproduce
+from dpmed.sweep import expand_grid, run_sweep
+
+FIGURES = ['auroc_vs_epsilon', 'auroc_vs_epsilon_per_label_phantom_cxr', 'subgroup_auroc_vs_epsilon', 'spd_vs_epsilon',
+           'auroc_drop_vs_positives', 'roc_curves_phantom_cxr', 'roc_curves_phantom_ct', 'data_phantom_cxr',
+           'data_phantom_ct', 'mia_roc_vs_epsilon']
+
+
+@pytest.fixture(scope='module')
+def quick(tmp_path_factory):
+    root = tmp_path_factory.mktemp('reproduce')
+    df = reproduce(root / 'out', root / 'figs', quick=True, progress=False, jobs=2)
+    return root, df
+
+
+def test_quick_study_results_table(quick):
+    root, df = quick
+    res = pd.read_csv(root / 'out' / 'results.csv')
+    assert res.run.tolist() == df.run.tolist() == [f'{d}_{e}_seed0' for d in ('cxr', 'ct')
+                                                   for e in ('nonprivate', 'eps8', 'eps1')]
+    assert res.experiment.tolist() == ['cxr'] * 3 + ['ct'] * 3
+    assert res['privacy.epsilon'].astype(float).tolist() == [math.inf, 8, 1] * 2
+    priv = res[res.private]
+    # the accountant spends at most the target, and close to it
+    assert ((priv.epsilon <= priv.target_epsilon * 1.0001) & (priv.epsilon >= 0.95 * priv.target_epsilon)).all()
+    assert res.auroc_mean.between(0, 1).all() and (res.auroc_mean_ci_low <= res.auroc_mean).all()
+    for r in res.run:                                                 # executed notebook and audit in every run
+        assert (root / 'out' / r / 'notebook.ipynb').exists() and (root / 'out' / r / 'audit.json').exists()
+    grid = yaml.safe_load((root / 'out' / 'grid.yaml').read_text())
+    assert grid['experiments'] == default_grid(quick=True)['experiments'] and grid['train.num_threads'] == 1
+
+
+def test_quick_study_draws_every_figure(quick):
+    root, _ = quick
+    for f in FIGURES:
+        assert (root / 'figs' / f'{f}.png').stat().st_size > 5000 and (root / 'figs' / f'{f}.svg').exists(), f
+    nb = json.loads((root / 'out' / 'figures.ipynb').read_text())        # the executed figures notebook is kept
+    assert nb['metadata']['papermill']['parameters']['out'] == str((root / 'figs').resolve())
+    assert (root / 'figs' / 'summary.md').read_text().count('phantom_cxr') == 3
+
+
+def test_rerun_does_not_redo_finished_runs(quick):
+    root, _ = quick
+    out = root / 'out'
+    before = {p: p.stat().st_mtime_ns for p in out.glob('*/metrics.json')}
+    r = run_sweep(out / 'grid.yaml', out, progress=False)
+    assert r.ran == [] and len(r.finished) == 6
+    assert {p: p.stat().st_mtime_ns for p in out.glob('*/metrics.json')} == before
+
+
+def test_fairness_report_notebook(quick):
+    root, _ = quick
+    nb = execute_notebook('fairness_report', root / 'fairness_report.ipynb',
+                          {'results_dir': str(root / 'out'), 'out': str(root / 'fair'), 'n_boot': 50})
+    assert nb.exists()
+    corr = pd.read_csv(root / 'fair' / 'spd_correlation.csv')
+    assert set(corr.dataset) == {'phantom_cxr', 'phantom_ct'} and (corr.n == 2).all()   # two private runs each
+    assert (root / 'fair' / 'sweep_spd.csv').exists() and (root / 'fair' / 'dp_drop_correlation.csv').exists()
+
+
+def test_cxr_study_notebook_runs_its_sweep(tmp_path):
+    out = tmp_path / 'cxr'
+    execute_notebook('cxr_study', tmp_path / 'cxr_study.ipynb', {'out': str(out), 'n_boot': 50,
+                     'settings': {'data.n_patients': 60, 'data.image_size': 32, 'train.epochs': 1, 'model.width': 0.125,
+                                  'train.batch_size': 16, 'train.physical_batch_size': 16, 'eval.n_boot': 50}})
+    res = pd.read_csv(out / 'results.csv')
+    assert res.run.tolist() == ['nonprivate_seed0', 'eps8_seed0'] and (out / 'figures' / 'auroc_vs_epsilon.png').exists()
+
+
+def test_paper_grid_expands_to_the_paper_settings(tmp_path):
+    with pytest.raises(DpmedError, match='needs real data'): reproduce(tmp_path / 'p', paper=True)
+    with pytest.raises(DpmedError, match='manifest not found'): paper_grid({'cxr': tmp_path / 'missing.csv'})
+    m = tmp_path / 'manifest.csv'; m.write_text('path,patient_id\n')
+    g = expand_grid(paper_grid({'cxr': m, 'ct': m}))
+    assert len(g.runs) == 6 * 3 + 10 * 3
+    cxr, ct = g.run('cxr_eps8_seed0').config, g.run('ct_eps0.29_seed2').config
+    assert (cxr.data.image_size, cxr.model.width, cxr.train.batch_size, cxr.train.physical_batch_size,
+            cxr.privacy.max_grad_norm, cxr.privacy.accountant, cxr.privacy.delta) == (512, 1.0, 128, 32, 1.5, 'prv', 6e-6)
+    assert cxr.train.epochs >= 100 and cxr.data.manifest == str(m.resolve())
+    assert (ct.model.name, ct.train.batch_size, ct.train.lr, ct.privacy.max_grad_norm, ct.privacy.accountant,
+            ct.privacy.delta, ct.train.epochs) == ('resnet9_3d', 512, 2e-4, 1.0, 'gdp', 1e-3, 50)
+    assert math.isinf(g.run('ct_nonprivate_seed0').config.privacy.epsilon)
