@@ -72,7 +72,7 @@ class PrivacyConfig:
     noise_multiplier: float | None = None
     poisson: bool = True
     secure_mode: bool = False
-    grad_sample_mode: str = 'hooks'
+    grad_sample_mode: str = 'hooks'     # hooks | functorch | ew | ghost | fast_ghost | fast_bk (dpmed.fast_dp)
 
     @property
     def private(self) -> bool:
@@ -183,7 +183,7 @@ _CHOICES = {('data', 'dataset'): ('phantom_cxr', 'phantom_ct', 'manifest'),
             ('model', 'name'): ('resnet9', 'resnet9_3d', 'monai_resnet18', 'monai_densenet121'),
             ('train', 'lr_schedule'): ('constant', 'cosine', 'step'),
             ('privacy', 'accountant'): ('prv', 'rdp', 'gdp'),
-            ('privacy', 'grad_sample_mode'): ('hooks', 'functorch', 'ew', 'ghost'),
+            ('privacy', 'grad_sample_mode'): ('hooks', 'functorch', 'ew', 'ghost', 'fast_ghost', 'fast_bk'),
             ('train', 'optimizer'): ('nadam', 'adam', 'sgd'),
             ('train', 'pos_weight'): ('val', 'train', 'none')}
 

@@ -13,9 +13,9 @@ from torch import nn
 from .core import DpmedError
 
 # %% auto #0
-__all__ = ['GRAD_SAMPLE_MODES', 'UNSUPPORTED', 'PerSampleBCE', 'PoissonSampler', 'ShuffleSampler', 'check_grad_sample_mode',
-           'secure_generator', 'PrivateParts', 'make_private', 'empty_step', 'naive_per_sample_grads',
-           'clipped_sum_reference']
+__all__ = ['GRAD_SAMPLE_MODES', 'FAST_MODES', 'UNSUPPORTED', 'PerSampleBCE', 'PoissonSampler', 'ShuffleSampler',
+           'check_grad_sample_mode', 'secure_generator', 'PrivateParts', 'make_private', 'empty_step',
+           'naive_per_sample_grads', 'clipped_sum_reference']
 
 # %% ../nbs/05a_dpsgd.ipynb #2d4e6bf0
 class PerSampleBCE(nn.Module):
@@ -64,6 +64,7 @@ class ShuffleSampler(torch.utils.data.Sampler):
 
 # %% ../nbs/05a_dpsgd.ipynb #1f72ed33
 GRAD_SAMPLE_MODES = ('hooks', 'functorch', 'ew', 'ghost')
+FAST_MODES = ('fast_ghost', 'fast_bk')      # dpmed.fast_dp: convolution norm samplers; fast_bk is single-pass
 UNSUPPORTED = {('ew', 'monai_densenet121'): "PyTorch's expanded weights fail on DenseNet's convolutions over "
                "concatenated features ('view size is not compatible with input tensor's size and stride'); "
                "use hooks, functorch or ghost"}
@@ -71,12 +72,12 @@ UNSUPPORTED = {('ew', 'monai_densenet121'): "PyTorch's expanded weights fail on 
 def check_grad_sample_mode(mode: str, *, distributed: bool = False, secure_mode: bool = False, amp: bool = False,
                            model_name: str | None = None) -> str:
     "Raise `DpmedError` with the reason for an unsupported grad_sample_mode combination; returns `mode`."
-    if mode not in GRAD_SAMPLE_MODES:
-        raise DpmedError(f"privacy.grad_sample_mode: {mode!r} is not one of {', '.join(GRAD_SAMPLE_MODES)}")
+    if mode not in GRAD_SAMPLE_MODES + FAST_MODES:
+        raise DpmedError(f"privacy.grad_sample_mode: {mode!r} is not one of {', '.join(GRAD_SAMPLE_MODES + FAST_MODES)}")
     if (mode, model_name) in UNSUPPORTED:
         raise DpmedError(f"privacy.grad_sample_mode: {mode!r} does not work with model {model_name!r}: "
                          f"{UNSUPPORTED[(mode, model_name)]}")
-    if amp and mode in ('ew', 'functorch'):
+    if amp and mode in ('ew', 'functorch') + FAST_MODES:
         raise DpmedError(f"privacy.grad_sample_mode: {mode!r} with train.amp is not supported (per-sample "
                          "gradients under autocast are only verified for hooks and ghost); use hooks or set train.amp false")
     if secure_mode:
@@ -111,10 +112,15 @@ def make_private(model: nn.Module, optimizer: torch.optim.Optimizer, criterion: 
     from opacus.optimizers import get_optimizer_class
     check_grad_sample_mode(grad_sample_mode, distributed=distributed, secure_mode=secure_mode)
     kw = {'max_grad_norm': max_grad_norm} if grad_sample_mode == 'ghost' else {}
+    fast = grad_sample_mode in FAST_MODES
     with warnings.catch_warnings():
         warnings.filterwarnings('ignore', message='.*Full backward hook.*')
-        gsm = prepare_module(model, grad_sample_mode, batch_first=True, loss_reduction='mean', **kw)
-    cls = get_optimizer_class(clipping='flat', distributed=distributed, grad_sample_mode=grad_sample_mode)
+        if fast:
+            from dpmed.fast_dp import wrap_fast
+            gsm = wrap_fast(model, grad_sample_mode, max_grad_norm)
+        else: gsm = prepare_module(model, grad_sample_mode, batch_first=True, loss_reduction='mean', **kw)
+    cls = get_optimizer_class(clipping='flat', distributed=distributed,
+                              grad_sample_mode='ghost' if fast else grad_sample_mode)
     dp_opt = cls(optimizer, noise_multiplier=noise_multiplier, max_grad_norm=max_grad_norm,
                  expected_batch_size=expected_batch_size, loss_reduction='mean',
                  generator=secure_generator() if secure_mode else noise_generator, secure_mode=secure_mode)
@@ -123,13 +129,16 @@ def make_private(model: nn.Module, optimizer: torch.optim.Optimizer, criterion: 
     if grad_sample_mode == 'ghost':
         from opacus.utils.fast_gradient_clipping_utils import DPLossFastGradientClipping
         criterion = DPLossFastGradientClipping(gsm, dp_opt, criterion, 'mean')
+    elif fast:
+        from dpmed.fast_dp import fast_criterion
+        criterion = fast_criterion(gsm, dp_opt, criterion, grad_sample_mode)
     return PrivateParts(gsm, dp_opt, criterion, acc, grad_sample_mode)
 
 # %% ../nbs/05a_dpsgd.ipynb #f93b537d
 def empty_step(parts: PrivateParts) -> None:
     "A DP step on an empty logical batch in any mode: zero clipped sum plus noise, accounted as one step."
     for p in parts.optimizer.params:
-        if parts.mode == 'ghost': p.grad = torch.zeros_like(p)
+        if parts.mode in ('ghost',) + FAST_MODES: p.grad = torch.zeros_like(p)
         else: p.grad_sample = torch.zeros((0, *p.shape), dtype=p.dtype, device=p.device)
     parts.optimizer.signal_skip_step(do_skip=False)
     parts.optimizer.step()
