@@ -21,6 +21,7 @@ from dpmed.config import load_config, config_to_yaml
 from dpmed.metrics import synthetic_run
 cfg = load_config(config_path, overrides)
 if cfg.train.lr == 0.5: raise RuntimeError("boom: lr 0.5 is not allowed here")
+if os.environ.get('FAKE_SLEEP'): import time; time.sleep(120)   # a slow run, to be interrupted
 eps = cfg.privacy.epsilon
 synthetic_run(run_dir, {'F': 0.7, 'M': 0.9}, n_patients=40, epsilon=eps, model_seed=cfg.train.seed, overwrite=False,
               extra_metrics=dict(model='fake', target_epsilon=eps, noise_multiplier=1.0, steps=1, best_epoch=1,
@@ -40,7 +41,7 @@ def fake_nb(tmp_path):
     p = nbformat.v4.new_code_cell("config_path = None\noverrides = []\nrun_dir = None\noverwrite = False\n"
                                   "resume = False\nprogress = False")
     p.metadata['tags'] = ['parameters']
-    nb.cells = [p, nbformat.v4.new_code_cell('from pathlib import Path\n' + FAKE_NB)]
+    nb.cells = [p, nbformat.v4.new_code_cell('import os\nfrom pathlib import Path\n' + FAKE_NB)]
     path = tmp_path / 'fake.ipynb'
     nbformat.write(nb, path)
     return path
@@ -230,3 +231,48 @@ def test_notebooks_run_on_this_interpreter_whatever_kernels_are_installed(tmp_pa
     g = write_yaml(tmp_path / 'g.yaml', {'name': 'k', 'notebook': str(fake_nb), 'seed': [0]})
     r = run_sweep(g, tmp_path / 'out', progress=False)
     assert r.ran == ['seed0'] and not r.failed
+
+
+def descendants(pid: int) -> set:
+    "Live descendants of `pid` (from /proc)."
+    kids = {}
+    for st in Path('/proc').glob('[0-9]*/stat'):
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            f = st.read_text().rsplit(')', 1)[1].split()
+            kids.setdefault(int(f[1]), []).append(int(st.parent.name))
+    out, todo = set(), [pid]
+    while todo:
+        for c in kids.get(todo.pop(), []):
+            if c not in out: out.add(c); todo.append(c)
+    return out
+
+
+def alive(pid: int) -> bool:
+    try: return Path(f'/proc/{pid}/stat').read_text().rsplit(')', 1)[1].split()[0] != 'Z'
+    except OSError: return False
+
+
+def test_sigterm_stops_workers_and_kernels_and_a_rerun_takes_over(tmp_path, fake_nb):
+    from dpmed.sweep import lock_holder
+    g = write_yaml(tmp_path / 'g.yaml', {'name': 't', 'notebook': str(fake_nb), 'seed': [0, 1]})
+    out = tmp_path / 'out'
+    proc = subprocess.Popen([sys.executable, '-m', 'dpmed', 'sweep', str(g), '--out', str(out), '--jobs', '2'],
+                            env={**os.environ, 'FAKE_SLEEP': '1'}, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    t0 = time.time()
+    while len(list(out.glob('.seed*.running.ipynb'))) < 2:              # both runs are executing
+        assert proc.poll() is None and time.time() - t0 < 120
+        time.sleep(0.1)
+    time.sleep(2)
+    below = descendants(proc.pid)                                       # 2 workers and their 2 kernels
+    assert len(below) >= 4
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=30) == 130 and b'dpmed: interrupted' in proc.stderr.read()
+    time.sleep(3)                                                       # kernels notice their parent is gone
+    assert not [p for p in below if alive(p)]
+    locks = list((out / '.locks').glob('*.lock'))
+    assert len(locks) == 2 and all(lock_holder(l) is None for l in locks)   # holders gone: the locks are stale
+    assert not (out / 'seed0').exists()
+    r = run_sweep(g, out, jobs=2, progress=False)                        # no sleeping now
+    assert sorted(r.ran) == ['seed0', 'seed1'] and not r.failed
+    assert sorted(p.name for p in out.iterdir() if p.name.startswith('.')) == ['.locks']
+    assert not list((out / '.locks').iterdir())
