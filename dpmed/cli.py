@@ -26,7 +26,10 @@ def _train(args) -> int:
 
 def _reproduce(args) -> int:
     from dpmed.study import reproduce
-    df = reproduce(args.out, args.figures, quick=args.quick, progress=not args.quiet)
+    manifests = {k: v for k, v in (('cxr', args.cxr_manifest), ('ct', args.ct_manifest)) if v}
+    if manifests and not args.paper: raise DpmedError('--cxr-manifest/--ct-manifest go with --paper')
+    df = reproduce(args.out, args.figures, quick=args.quick, progress=not args.quiet, jobs=args.jobs,
+                   paper=args.paper, manifests=manifests)
     cols = ['run', 'target_epsilon', 'epsilon', 'auroc_mean', 'auroc_mean_ci_low', 'auroc_mean_ci_high']
     print(df[cols].to_string(index=False, float_format=lambda v: f'{v:.4f}'))
     print(f"results: {Path(args.out) / 'results.csv'}  figures: {args.figures}/")
@@ -46,6 +49,11 @@ def _register_core(sub):
     p = sub.add_parser('reproduce', help='the default study on the embedded phantom data, figures included',
                        description='Run the default study (2D and 3D, several epsilons) as papermill notebooks.')
     p.add_argument('--quick', action='store_true', help='a small, fast version (smoke test)')
+    p.add_argument('--paper', action='store_true',
+                   help="the paper's settings (512 px, its epsilon grids, long training) on real data, for a GPU machine")
+    p.add_argument('--cxr-manifest', help='with --paper: manifest of the chest radiograph dataset')
+    p.add_argument('--ct-manifest', help='with --paper: manifest of the CT dataset')
+    p.add_argument('--jobs', type=int, default=None, help='runs in parallel (default: one per two cores)')
     p.add_argument('--out', default='runs/reproduce', help='folder for the run directories and results.csv')
     p.add_argument('--figures', default='figures', help='folder for the figures')
     p.add_argument('--quiet', action='store_true')
