@@ -52,6 +52,7 @@ pytest: $(VENV)/.installed-dev
 export: $(VENV)/.installed-dev
 	$(BIN)/nbdev_export
 	$(BIN)/nbdev_clean
+	$(BIN)/python tools/render_readme.py
 
 ## documentation site in _docs/ (quarto from PyPI's quarto-cli, whose build downloads the quarto binary from
 ## GitHub); the committed figures/ are copied next to the notebooks for the duration so the chapters show them
