@@ -479,5 +479,6 @@ d = { 'settings': { 'branch': 'main',
                              'dpmed.train.params_checksum': ('train.html#params_checksum', 'dpmed/train.py'),
                              'dpmed.train.pos_weight': ('train.html#pos_weight', 'dpmed/train.py'),
                              'dpmed.train.predict': ('train.html#predict', 'dpmed/train.py'),
+                             'dpmed.train.predict_logits': ('train.html#predict_logits', 'dpmed/train.py'),
                              'dpmed.train.train': ('train.html#train', 'dpmed/train.py'),
                              'dpmed.train.unwrap': ('train.html#unwrap', 'dpmed/train.py')}}}
