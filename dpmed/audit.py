@@ -100,18 +100,11 @@ def attack_stats(member_scores, nonmember_scores, member_groups=None, nonmember_
 def example_losses(model, s: ImageSet, device='cpu', batch_size: int = 128) -> np.ndarray:
     "Per-image binary cross-entropy, averaged over labels (no class weights), with the model in eval mode."
     import torch
-    import torch.nn.functional as F
-    was = model.training; model.eval()
-    out = []
-    with torch.no_grad():
-        for i in range(0, len(s), batch_size):
-            x = torch.from_numpy(np.asarray(s.images[i:i + batch_size], dtype=np.float32))
-            if s.images.dtype == np.uint8: x = x / 255
-            y = torch.from_numpy(np.asarray(s.labels[i:i + batch_size], dtype=np.float32)).to(device)
-            z = model(x.to(device)).float()
-            out.append(F.binary_cross_entropy_with_logits(z, y, reduction='none').mean(1).cpu().numpy())
-    model.train(was)
-    return np.concatenate(out).astype(float) if out else np.zeros(0)
+    from dpmed.train import predict_logits
+    z = torch.from_numpy(predict_logits(model, s, device, batch_size)).double()
+    y = torch.from_numpy(np.asarray(s.labels, dtype=np.float64))
+    loss = torch.nn.functional.binary_cross_entropy_with_logits(z, y, reduction='none')
+    return loss.mean(1).numpy() if len(s) else np.zeros(0)
 
 def load_checkpoint(path) -> dict:
     "A dpmed `checkpoint.pt`, loaded with `weights_only=True` (plus the numpy types of its saved RNG state)."
@@ -273,17 +266,8 @@ def canary_audit(cfg: ExperimentConfig, k: int, seed: int = 0, data: ImageSet | 
 # %% ../nbs/14_audit.ipynb #93dc5e67
 def logit_margins(model, s: ImageSet, device='cpu', batch_size: int = 128) -> np.ndarray:
     "(n, labels): logit of the probability the model gives each image's true label value, (2y - 1) * z."
-    import torch
-    was = model.training; model.eval()
-    out = []
-    with torch.no_grad():
-        for i in range(0, len(s), batch_size):
-            x = torch.from_numpy(np.asarray(s.images[i:i + batch_size], dtype=np.float32))
-            if s.images.dtype == np.uint8: x = x / 255
-            z = model(x.to(device)).float().cpu().numpy()
-            out.append((2 * np.asarray(s.labels[i:i + batch_size], float) - 1) * z)
-    model.train(was)
-    return np.concatenate(out) if out else np.zeros((0, len(s.label_names)))
+    from dpmed.train import predict_logits
+    return (2 * np.asarray(s.labels, float) - 1) * predict_logits(model, s, device, batch_size)
 
 def _pooled_var(phi, mask, mu, min_var):
     "Per-label within-image variance of the masked shadow values about their image means."

@@ -27,8 +27,9 @@ from .dpsgd import (PerSampleBCE, PoissonSampler, ShuffleSampler, make_private, 
 
 # %% auto #0
 __all__ = ['POS_WEIGHT_TRAIN_NOTE', 'CHECKPOINT', 'LEDGER', 'TB_DIR', 'LOG', 'load_imageset', 'make_train_loader',
-           'logical_batches', 'make_optimizer', 'make_scheduler', 'pos_weight', 'class_weights', 'unwrap', 'predict',
-           'Dist', 'init_distributed', 'params_checksum', 'ledger_steps', 'TrainResult', 'train']
+           'logical_batches', 'make_optimizer', 'make_scheduler', 'pos_weight', 'class_weights', 'unwrap',
+           'predict_logits', 'predict', 'Dist', 'init_distributed', 'params_checksum', 'ledger_steps', 'TrainResult',
+           'train']
 
 # %% ../nbs/09_train.ipynb #1d6d41f2
 def load_imageset(cfg: ExperimentConfig) -> ImageSet:
@@ -126,17 +127,21 @@ def unwrap(model: nn.Module) -> nn.Module:
         model = inner
 
 @torch.no_grad()
-def predict(model: nn.Module, s: ImageSet, device, batch_size: int = 128) -> np.ndarray:
-    "Sigmoid scores (N, L) for every image of `s`."
+def predict_logits(model: nn.Module, s: ImageSet, device, batch_size: int = 128) -> np.ndarray:
+    "Raw logits (N, L) for every image of `s`, in eval mode (the one forward pass that predictions and audits share)."
     model = unwrap(model)
     was = model.training; model.eval()
     out = []
     for i in range(0, len(s), batch_size):
         x = torch.from_numpy(np.asarray(s.images[i:i + batch_size], dtype=np.float32))
         if s.images.dtype == np.uint8: x = x / 255
-        out.append(torch.sigmoid(model(x.to(device)).float()).cpu().numpy())
+        out.append(model(x.to(device)).float().cpu().numpy())
     model.train(was)
     return np.concatenate(out) if out else np.zeros((0, len(s.label_names)), np.float32)
+
+def predict(model: nn.Module, s: ImageSet, device, batch_size: int = 128) -> np.ndarray:
+    "Sigmoid scores (N, L) for every image of `s`."
+    return torch.sigmoid(torch.from_numpy(predict_logits(model, s, device, batch_size))).numpy()
 
 # %% ../nbs/09_train.ipynb #d0a3643e
 @dataclass
