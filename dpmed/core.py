@@ -52,11 +52,16 @@ def _clean_nan(o):
     if isinstance(o, (list, tuple)): return [_clean_nan(v) for v in o]
     return o
 
+def _umask() -> int:
+    mask = os.umask(0); os.umask(mask)
+    return mask
+
 def atomic_write_text(path, text: str) -> Path:
     "Write `text` to `path` through a temporary file and an atomic rename."
     path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f'.{path.name}.', suffix='.tmp')
     try:
+        os.fchmod(fd, 0o666 & ~_umask())        # mkstemp makes 0600; results are ordinary files
         with os.fdopen(fd, 'w', encoding='utf-8') as f: f.write(text)
         os.replace(tmp, path)
     except BaseException:
