@@ -85,6 +85,7 @@ def atomic_dir(path, overwrite: bool = False):
         raise DpmedError(f"{path}: already exists; choose another output folder or remove it")
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f'.{path.name}.', suffix='.partial'))
+    tmp.chmod(0o777 & ~_umask())                # mkdtemp makes 0700
     try:
         yield tmp
         if path.exists(): shutil.rmtree(path)
