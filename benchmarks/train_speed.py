@@ -1,86 +1,131 @@
 """Seconds per logical step and peak memory of DP-SGD vs non-private training, side by side in one run.
 
-    python benchmarks/train_speed.py [--quick] [--device auto|cpu|cuda] [--batch 32] [--reps 3]
+    python benchmarks/train_speed.py [--quick] [--device auto|cpu|cuda] [--batch 32] [--reps 5] [--threads N]
+                                     [--modes hooks,ghost,fast_ghost,fast_bk] [--cases resnet9:64,resnet9_3d:28]
 
-For each model/size: one logical step (batch `--batch`, one physical batch) non-privately, then with each
-grad_sample_mode; the figure is the ratio DP / non-DP. Peak memory: CUDA max allocated on a GPU; on CPU the
-growth of the process' peak resident set (ru_maxrss) during the measurement, a coarse figure. Writes
-benchmarks/train_speed.json and prints a table."""
-import argparse, datetime, json, platform, resource, time, warnings
+For each model/size, one model per mode is built (non-private and each grad_sample_mode, including dpmed's
+fast modes `fast_ghost` and `fast_bk`), each is warmed up by one logical step (batch `--batch`, one physical
+batch), then the modes take turns, one step each, for `reps` rounds (interleaved, so a machine-wide slowdown hits
+all modes alike); the figure is the median step time of a mode / the median non-private step time. Large cases
+(224 px, 64^3) use fewer rounds (`--big-reps`) and only `--big-modes`. Peak memory (CUDA only): the largest memory allocated during a
+step above what was allocated before it (activations, per-sample gradients or norms, gradients, noise), per mode;
+on a CPU no per-step peak is available (the process' resident set is shared by all modes) and none is reported.
+Writes benchmarks/train_speed.json and prints a table."""
+import argparse, datetime, platform, statistics, sys, time, warnings
 from pathlib import Path
 
 import torch
-from torch import nn
 
 from dpmed.config import ModelConfig
-from dpmed.core import resolve_device
-from dpmed.dpsgd import GRAD_SAMPLE_MODES, PerSampleBCE, make_private, check_grad_sample_mode
+from dpmed.core import DpmedError, resolve_device, write_json
+from dpmed.dpsgd import FAST_MODES, GRAD_SAMPLE_MODES, PerSampleBCE, check_grad_sample_mode, make_private
 from dpmed.models import build_model
-from dpmed.core import DpmedError
 
 warnings.filterwarnings('ignore')
-CASES = [('resnet9', 2, 64, 8), ('resnet9', 2, 128, 8), ('resnet9', 2, 224, 8),
-         ('resnet9_3d', 3, 28, 1), ('resnet9_3d', 3, 64, 1), ('monai_resnet18', 3, 28, 1), ('monai_resnet18', 3, 64, 1)]
-QUICK = [('resnet9', 2, 64, 8), ('resnet9', 2, 128, 8), ('resnet9_3d', 3, 28, 1), ('monai_resnet18', 3, 28, 1)]
+ALL_MODES = GRAD_SAMPLE_MODES + FAST_MODES
+CASES = [('resnet9', 64, 8), ('resnet9', 128, 8), ('resnet9', 224, 8), ('resnet9_3d', 28, 1), ('resnet9_3d', 64, 1),
+         ('monai_resnet18', 28, 1), ('monai_resnet18', 64, 1)]
+QUICK = [('resnet9', 64, 8), ('resnet9', 128, 8), ('resnet9_3d', 28, 1), ('monai_resnet18', 28, 1)]
+BIG = {('resnet9', 224), ('resnet9_3d', 64), ('monai_resnet18', 64)}
 
 
-def _peak(device):
-    if device.type == 'cuda': return torch.cuda.max_memory_allocated(device) / 2**20
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
-def measure(name, size, labels, mode, batch, reps, device, width):
+def build(name, labels, mode, batch, width, device):
     torch.manual_seed(0)
     model = build_model(ModelConfig(name=name, width=width), labels).to(device)
     opt = torch.optim.NAdam(model.parameters(), lr=1e-4)
     crit = PerSampleBCE()
-    dims = 2 if name == 'resnet9' else 3
-    x = torch.randn(batch, 1, *([size] * dims), device=device)
-    y = (torch.rand(batch, labels, device=device) > 0.5).float()
     if mode != 'nonprivate':
         parts = make_private(model, opt, crit, grad_sample_mode=mode, noise_multiplier=1.0, max_grad_norm=1.0,
                              sample_rate=batch / 1000, expected_batch_size=batch)
         model, opt, crit = parts.model, parts.optimizer, parts.criterion
-    if device.type == 'cuda': torch.cuda.reset_peak_memory_stats(device); torch.cuda.synchronize()
-    base = _peak(device)
-    times = []
-    for r in range(reps + 1):                   # first repetition warms up
-        t0 = time.perf_counter()
-        loss = crit(model(x), y); loss.backward(); opt.step(); opt.zero_grad(set_to_none=True)
-        if device.type == 'cuda': torch.cuda.synchronize()
-        if r: times.append(time.perf_counter() - t0)
-    return min(times), _peak(device) - (0 if device.type == 'cuda' else base)
+    return model, opt, crit
+
+
+def step(setup, x, y, device):
+    "One logical step; returns (seconds, peak MiB above the memory allocated before it, CUDA only)."
+    model, opt, crit = setup
+    if device.type == 'cuda':
+        torch.cuda.synchronize(); torch.cuda.reset_peak_memory_stats(device); before = torch.cuda.memory_allocated(device)
+    t0 = time.perf_counter()
+    loss = crit(model(x), y); loss.backward(); opt.step(); opt.zero_grad(set_to_none=True)
+    if device.type == 'cuda':
+        torch.cuda.synchronize()
+        return time.perf_counter() - t0, (torch.cuda.max_memory_allocated(device) - before) / 2**20
+    return time.perf_counter() - t0, None
+
+
+def run_case(name, size, labels, modes, batch, reps, device, width):
+    dims = 2 if name == 'resnet9' else 3
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(batch, 1, *([size] * dims), generator=g).to(device)
+    y = (torch.rand(batch, labels, generator=g) > 0.5).float().to(device)
+    setups, errors = {}, {}
+    for mode in ('nonprivate',) + tuple(modes):
+        try:
+            if mode != 'nonprivate': check_grad_sample_mode(mode, model_name=name)
+            setups[mode] = build(name, labels, mode, batch, width, device)
+            step(setups[mode], x, y, device)                                   # warm-up
+        except (DpmedError, RuntimeError, NotImplementedError) as e:
+            errors[mode] = f"{type(e).__name__}: {str(e)[:200]}"; setups.pop(mode, None)
+    times, mems = {m: [] for m in setups}, {m: [] for m in setups}
+    for _ in range(reps):
+        for mode, s in setups.items():
+            t, mem = step(s, x, y, device); times[mode].append(t); mems[mode].append(mem)
+    row = {'model': name, 'size': size, 'reps': reps}
+    base_t = statistics.median(times['nonprivate'])
+    base_m = max(mems['nonprivate']) if device.type == 'cuda' else None
+    row.update(nonprivate_s=base_t, nonprivate_mem_mb=base_m, nonprivate_all_s=times['nonprivate'])
+    for mode in modes:
+        if mode in errors: row[f'{mode}_error'] = errors[mode]; continue
+        t = statistics.median(times[mode]); m = max(mems[mode]) if device.type == 'cuda' else None
+        row.update({f'{mode}_s': t, f'{mode}_time_ratio': t / base_t, f'{mode}_all_s': times[mode],
+                    f'{mode}_mem_mb': m, f'{mode}_mem_ratio': m / base_m if m is not None and base_m else None})
+    return row
 
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-    ap.add_argument('--quick', action='store_true'); ap.add_argument('--device', default='auto')
-    ap.add_argument('--batch', type=int, default=32); ap.add_argument('--reps', type=int, default=3)
+    ap.add_argument('--quick', action='store_true', help='only 64/128 px and 28^3')
+    ap.add_argument('--device', default='auto')
+    ap.add_argument('--batch', type=int, default=32)
+    ap.add_argument('--reps', type=int, default=5, help='interleaved rounds per case (median)')
+    ap.add_argument('--big-reps', type=int, default=2, help='rounds for 224 px and 64^3')
+    ap.add_argument('--big-modes', default='hooks,ghost,fast_ghost,fast_bk',
+                    help='modes for 224 px and 64^3 (functorch/ew are slow there)')
+    ap.add_argument('--threads', type=int, default=0, help='torch CPU threads (0: torch default)')
+    ap.add_argument('--modes', default=','.join(ALL_MODES), help='comma-separated grad_sample_modes')
+    ap.add_argument('--cases', default='', help='e.g. resnet9:64,resnet9_3d:64 (default: all or --quick)')
     ap.add_argument('--width', type=float, default=1.0, help='model width (1.0 = the paper)')
     ap.add_argument('--out', default=str(Path(__file__).with_suffix('.json')))
     a = ap.parse_args(argv)
+    if a.threads: torch.set_num_threads(a.threads)
     device = resolve_device(a.device)
-    rows = []
-    for name, dims, size, labels in (QUICK if a.quick else CASES):
-        base_t, base_m = measure(name, size, labels, 'nonprivate', a.batch, a.reps, device, a.width)
-        row = {'model': name, 'size': size, 'nonprivate_s': base_t, 'nonprivate_mem_mb': base_m}
-        for mode in GRAD_SAMPLE_MODES:
-            try:
-                check_grad_sample_mode(mode, model_name=name)
-                t, m = measure(name, size, labels, mode, a.batch, a.reps, device, a.width)
-                row.update({f'{mode}_s': t, f'{mode}_time_ratio': t / base_t, f'{mode}_mem_mb': m,
-                            f'{mode}_mem_ratio': m / base_m if base_m > 0 else None})
-            except (DpmedError, RuntimeError) as e:
-                row[f'{mode}_error'] = str(e)[:200]
+    modes = [m for m in a.modes.split(',') if m]
+    for m in modes:
+        if m not in ALL_MODES: raise SystemExit(f"--modes: unknown mode {m!r}")
+    cases = QUICK if a.quick else CASES
+    if a.cases:
+        want = [(c.split(':')[0], int(c.split(':')[1])) for c in a.cases.split(',')]
+        labels = {n: (8 if n == 'resnet9' else 1) for n, _ in want}
+        cases = [(n, s, labels[n]) for n, s in want]
+    rows, t_start = [], time.time()
+    header = {'machine': platform.platform(), 'processor': platform.processor(), 'cpu_threads': torch.get_num_threads(),
+              'device': str(device), 'gpu': torch.cuda.get_device_name(device) if device.type == 'cuda' else None,
+              'torch': torch.__version__, 'batch': a.batch, 'reps': a.reps, 'big_reps': a.big_reps, 'width': a.width,
+              'modes': modes, 'big_modes': a.big_modes.split(','),
+              'command': 'python benchmarks/train_speed.py ' + ' '.join(argv if argv is not None else sys.argv[1:])}
+    for name, size, labels in cases:
+        big = (name, size) in BIG
+        case_modes = [m for m in modes if not big or m in a.big_modes.split(',')]
+        row = run_case(name, size, labels, case_modes, a.batch, a.big_reps if big else a.reps, device, a.width)
         rows.append(row)
-        print(f"{name:16s} {size:4d}  non-DP {base_t:7.3f}s  " + '  '.join(
-            f"{m} {row[f'{m}_time_ratio']:.2f}x" if f'{m}_time_ratio' in row else f"{m} n/a" for m in GRAD_SAMPLE_MODES),
+        write_json(a.out, {**header, 'complete': False, 'rows': rows})       # partial results survive a stop
+        print(f"{name:15s} {size:4d}  non-DP {row['nonprivate_s']:7.3f}s  " + '  '.join(
+            f"{m} {row[f'{m}_time_ratio']:.2f}x" if f'{m}_time_ratio' in row else f"{m} n/a" for m in case_modes),
             flush=True)
-    out = {'date': datetime.date.today().isoformat(), 'machine': platform.platform(), 'processor': platform.processor(),
-           'cpu_threads': torch.get_num_threads(), 'device': str(device),
-           'gpu': torch.cuda.get_device_name(device) if device.type == 'cuda' else None, 'torch': torch.__version__,
-           'batch': a.batch, 'reps': a.reps, 'width': a.width, 'rows': rows}
-    Path(a.out).write_text(json.dumps(out, indent=2) + '\n')
+    out = {'date': datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='minutes'), **header,
+           'complete': True, 'seconds_total': round(time.time() - t_start, 1), 'rows': rows}
+    write_json(a.out, out)
     return out
 
 
