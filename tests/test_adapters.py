@@ -16,6 +16,7 @@ from dpmed.core import DpmedError
 from dpmed.config import load_config, PAPER_CXR_LABELS
 from dpmed import adapters as A
 from dpmed import data as D
+from dicom_fixture import write_dicom
 
 SHARED = Path(__file__).resolve().parents[1].parent / 'shared' / 'data'
 NIH_NPZ = SHARED / 'nih_cxr14_1000_64px' / 'nih_cxr14_1000_64.npz'
@@ -50,23 +51,6 @@ def gray(path, value=100, size=(24, 20), mode=None):
     else: Image.fromarray(a).save(path)
 
 
-def write_dicom(path, a, sex='F', age='055Y'):
-    from pydicom.dataset import Dataset, FileMetaDataset
-    from pydicom.uid import ExplicitVRLittleEndian, generate_uid, SecondaryCaptureImageStorage
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = Dataset(); ds.file_meta = meta
-    ds.SOPClassUID, ds.SOPInstanceUID = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID
-    if sex is not None: ds.PatientSex = sex
-    if age is not None: ds.PatientAge = age
-    ds.Rows, ds.Columns = a.shape
-    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, 'MONOCHROME2'
-    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
-    ds.PixelData = a.astype(np.uint16).tobytes()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    ds.save_as(path, enforce_file_format=True)
 
 
 # ---------------------------------------------------------------- NIH ChestX-ray14
@@ -242,14 +226,14 @@ def test_vindr(tmp_path):
     train, test = [], []
     for i in range(14):
         img = f"{i:032x}"
-        write_dicom(root / 'train' / f"{img}.dicom", rng.integers(0, 4095, (20, 20)),
+        write_dicom(root / 'train' / f"{img}.dicom", rng.integers(0, 4095, (20, 20)), bits_stored=12,
                     sex=None if i == 3 else 'MF'[i % 2], age=None if i == 5 else f"{40 + i:03d}Y")
         for rad in ('R8', 'R9', 'R10'):
             train.append({'image_id': img, 'rad_id': rad, **{f: int(rng.random() < 0.4) for f in findings},
                           'No finding': 0})
     for i in range(5):
         img = f"{100 + i:032x}"
-        write_dicom(root / 'test' / f"{img}.dicom", rng.integers(0, 4095, (20, 20)), sex='F', age='061Y')
+        write_dicom(root / 'test' / f"{img}.dicom", rng.integers(0, 4095, (20, 20)), sex='F', age='061Y', bits_stored=12)
         test.append({'image_id': img, **{f: int(rng.random() < 0.3) for f in findings}, 'No finding': 0})
     pd.DataFrame(train).to_csv(root / 'annotations' / 'image_labels_train.csv', index=False)
     pd.DataFrame(test).to_csv(root / 'annotations' / 'image_labels_test.csv', index=False)

@@ -13,6 +13,7 @@ from PIL import Image
 
 from dpmed.core import DpmedError
 from dpmed.config import DataConfig, load_config
+from dicom_fixture import write_dicom
 from dpmed.imageset import patient_split
 from dpmed import data as D
 
@@ -22,22 +23,6 @@ NIH_META = SHARED / 'nih_cxr14_metadata' / 'Data_Entry_2017_v2020.csv.gz'
 
 
 # ---------------------------------------------------------------- fixtures
-def write_dicom(path, a, sex='F', age='055Y', photometric='MONOCHROME2', slope=1.0, intercept=0.0):
-    from pydicom.dataset import Dataset, FileMetaDataset
-    from pydicom.uid import ExplicitVRLittleEndian, generate_uid, SecondaryCaptureImageStorage
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = Dataset(); ds.file_meta = meta
-    ds.SOPClassUID, ds.SOPInstanceUID = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID
-    ds.PatientSex, ds.PatientAge = sex, age
-    ds.Rows, ds.Columns = a.shape
-    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, photometric
-    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 0
-    ds.RescaleSlope, ds.RescaleIntercept = slope, intercept
-    ds.PixelData = a.astype(np.uint16).tobytes()
-    ds.save_as(path, enforce_file_format=True)
 
 
 def png_set(tmp, n=24, size=(40, 32), patients=None, seed=0):
