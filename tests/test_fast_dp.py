@@ -69,6 +69,94 @@ def test_every_norm_method_through_the_engine(monkeypatch, name, method):
     assert rel(grad, clipped_sum_reference(ref, C) / len(x)) < 1e-5
 
 
+@pytest.mark.parametrize('name', ['resnet9', 'resnet9_3d'])
+def test_shifted_per_sample_grads_through_the_engine(monkeypatch, name):
+    "Every convolution forms per-sample gradients by the shifted form (the cost rules would mix it with others)."
+    monkeypatch.setattr(fd, 'conv_norm_method', lambda *a: 'grouped')
+    monkeypatch.setattr(fd, 'per_sample_impl', lambda C, T: 'shifted')
+    m, x, y = _setup(name, seed=4)
+    ref = naive_per_sample_grads(m, PerSampleBCE(), x, y)
+    C = float(ref.norm(dim=1).median())
+    norms, grad, _ = _step(m, 'fast_bk', x, y, C)
+    assert rel(norms, ref.norm(dim=1)) < 1e-5
+    assert rel(grad, clipped_sum_reference(ref, C) / len(x)) < 1e-5
+
+
+@pytest.mark.parametrize('conv, shape', [
+    (nn.Conv2d(3, 4, 3, stride=2, padding=1), (3, 3, 9, 8)),
+    (nn.Conv2d(2, 3, (3, 2), padding=(2, 0), dilation=(2, 1)), (2, 2, 10, 7)),
+    (nn.Conv2d(4, 2, 1), (3, 4, 5, 5)),
+    (nn.Conv3d(2, 3, 3, stride=(1, 2, 1), padding=(1, 0, 2), dilation=(1, 1, 2)), (2, 2, 7, 8, 6)),
+])
+def test_per_sample_impls_equal_one_record_autograd(conv, shape):
+    torch.manual_seed(0)
+    conv = conv.double()
+    x = torch.randn(*shape, dtype=torch.float64)
+    g = torch.randn_like(conv(x))
+    ref = torch.stack([torch.autograd.grad((conv(x[i:i + 1]) * g[i:i + 1]).sum(), conv.weight)[0] for i in range(len(x))])
+    for impl in ('grouped', 'shifted'):
+        got = fd.conv_per_sample_grads(conv, x, g, impl)
+        assert got.shape == ref.shape and rel(got, ref) < 1e-12, impl
+        assert torch.allclose(fd._sample_norms(got), ref.flatten(1).norm(dim=1), rtol=1e-12)
+
+
+def test_group_norm_grad_sample_equals_opacus_and_autograd():
+    from opacus.grad_sample.group_norm import compute_group_norm_grad_sample
+    torch.manual_seed(0)
+    gn = nn.GroupNorm(3, 6).double()
+    with torch.no_grad(): gn.weight.uniform_(0.5, 2); gn.bias.normal_()
+    x = torch.randn(4, 6, 5, 3, dtype=torch.float64) * 3 + 1
+    g = torch.randn(4, 6, 5, 3, dtype=torch.float64)
+    ours, theirs = fd.group_norm_grad_sample(gn, [x], g), compute_group_norm_grad_sample(gn, [x], g)
+    for p in (gn.weight, gn.bias):
+        assert torch.allclose(ours[p], theirs[p], rtol=1e-12)
+        ref = torch.stack([torch.autograd.grad((gn(x[i:i + 1]) * g[i:i + 1]).sum(), p)[0] for i in range(len(x))])
+        assert torch.allclose(ours[p], ref, rtol=1e-10)
+
+
+class TwoStems(nn.Module):
+    "Two convolutions read the image (two source layers), a third reads their sum; bias-free and biased."
+    def __init__(self):
+        super().__init__()
+        self.a, self.b = nn.Conv2d(1, 4, 3, padding=1, bias=False), nn.Conv2d(1, 4, 5, padding=2)
+        self.c, self.h = nn.Conv2d(4, 4, 3, stride=2), nn.Linear(4, 2)
+    def forward(self, x):
+        return self.h(torch.tanh(self.c(torch.tanh(self.a(x)) * torch.sigmoid(self.b(x)))).mean((2, 3)))
+
+
+def test_single_pass_targets_every_source_layer():
+    torch.manual_seed(0)
+    m = TwoStems().double()
+    x, y = torch.randn(4, 1, 9, 9, dtype=torch.float64), (torch.rand(4, 2) > 0.5).double()
+    ref = naive_per_sample_grads(m, PerSampleBCE(), x, y)
+    C = float(ref.norm(dim=1).median())
+    norms, grad, parts = _step(m, 'fast_bk', x, y, C)
+    assert rel(norms, ref.norm(dim=1)) < 1e-5
+    assert rel(grad, clipped_sum_reference(ref, C) / len(x)) < 1e-5
+    parts.model(x)                                      # the forward records both stems as sources
+    assert parts.model._sources == [m.a, m.b]
+    assert parts.model.backward_targets() == [m.a.weight, m.b.bias]
+
+
+class CutBranch(nn.Module):
+    "A layer whose output reaches the loss only through a detach: no gradient ever reaches it."
+    def __init__(self):
+        super().__init__()
+        self.a, self.h = nn.Conv2d(1, 3, 3), nn.Linear(3, 2)
+    def forward(self, x):
+        return self.h(self.a(x).mean((2, 3)).detach())
+
+
+def test_a_layer_without_output_gradient_is_an_error_not_a_stale_norm():
+    torch.manual_seed(0)
+    m = CutBranch().double()
+    parts = make_private(m, torch.optim.SGD(m.parameters(), lr=0.0), PerSampleBCE(), grad_sample_mode='fast_bk',
+                         noise_multiplier=0.0, max_grad_norm=1.0, sample_rate=0.5, expected_batch_size=2)
+    x, y = torch.randn(2, 1, 6, 6, dtype=torch.float64), torch.ones(2, 2, dtype=torch.float64)
+    with pytest.raises(RuntimeError, match="layer 'a' got no output gradient"):
+        parts.criterion(parts.model(x), y).backward()
+
+
 class Odd(nn.Module):
     "Layers the fast rules do not cover (grouped conv, 'same' padding, bias) next to ones they do."
     def __init__(self):
@@ -127,6 +215,9 @@ def test_stock_ghost_registry_untouched():
     "The fast rules live in FastGradSampleModule's own registry: stock ghost mode keeps Opacus' behaviour."
     from opacus.grad_sample.grad_sample_module_fast_gradient_clipping import GradSampleModuleFastGradientClipping as G
     assert nn.Conv2d not in G.NORM_SAMPLERS and nn.Conv2d in fd.FastGradSampleModule.NORM_SAMPLERS
+    assert G.GRAD_SAMPLERS[nn.GroupNorm] is not fd.group_norm_grad_sample
+    assert fd.FastGradSampleModule.GRAD_SAMPLERS[nn.GroupNorm] is fd.group_norm_grad_sample
+    assert fd.FastGradSampleModule.GRAD_SAMPLERS[nn.Linear] is G.GRAD_SAMPLERS[nn.Linear]   # Opacus' own, live
 
 
 def test_training_run_with_fast_bk_matches_ghost(tiny):
