@@ -121,6 +121,9 @@ def make_private(model: nn.Module, optimizer: torch.optim.Optimizer, criterion: 
         else: gsm = prepare_module(model, grad_sample_mode, batch_first=True, loss_reduction='mean', **kw)
     cls = get_optimizer_class(clipping='flat', distributed=distributed,
                               grad_sample_mode='ghost' if fast else grad_sample_mode)
+    if fast and not distributed:
+        from dpmed.fast_dp import fast_optimizer_class
+        cls = fast_optimizer_class(cls)               # same noise stream, without Opacus' per-step copies
     dp_opt = cls(optimizer, noise_multiplier=noise_multiplier, max_grad_norm=max_grad_norm,
                  expected_batch_size=expected_batch_size, loss_reduction='mean',
                  generator=secure_generator() if secure_mode else noise_generator, secure_mode=secure_mode)
