@@ -2,14 +2,17 @@
 
     python benchmarks/train_speed.py [--quick] [--device auto|cpu|cuda] [--batch 32] [--reps 5] [--threads N]
                                      [--modes hooks,ghost,fast_ghost,fast_bk] [--cases resnet9:64,resnet9_3d:28]
+                                     [--cpu-memory]
 
 For each model/size, one model per mode is built (non-private and each grad_sample_mode, including dpmed's
 fast modes `fast_ghost` and `fast_bk`), each is warmed up by one logical step (batch `--batch`, one physical
 batch), then the modes take turns, one step each, for `reps` rounds (interleaved, so a machine-wide slowdown hits
 all modes alike); the figure is the median step time of a mode / the median non-private step time. Large cases
-(224 px, 64^3) use fewer rounds (`--big-reps`) and only `--big-modes`. Peak memory (CUDA only): the largest memory allocated during a
+(224 px, 64^3) use fewer rounds (`--big-reps`) and only `--big-modes`. Peak memory: on CUDA, the largest memory allocated during a
 step above what was allocated before it (activations, per-sample gradients or norms, gradients, noise), per mode;
-on a CPU no per-step peak is available (the process' resident set is shared by all modes) and none is reported.
+on a CPU (`--cpu-memory`), each mode is run alone in a fresh process and the figure is the resident-memory
+high-water mark during two steps above the resident memory once model and data are built (in the timing run all
+modes share one process, whose resident set cannot be split by mode).
 Writes benchmarks/train_speed.json and prints a table."""
 import argparse, datetime, platform, statistics, sys, time, warnings
 from pathlib import Path
@@ -54,6 +57,44 @@ def step(setup, x, y, device):
     return time.perf_counter() - t0, None
 
 
+def _proc_status_bytes(field: str) -> int:
+    "VmRSS (resident now) or VmHWM (resident high-water mark of this address space) from /proc/self/status."
+    with open('/proc/self/status') as f:
+        for line in f:
+            if line.startswith(field + ':'): return int(line.split()[1]) * 1024
+    raise RuntimeError(f"/proc/self/status has no {field}")
+
+
+def _cpu_peak_child(name, size, labels, mode, batch, width, threads, queue):
+    "In a fresh process: peak resident memory during two steps above the resident memory after building (bytes)."
+    warnings.filterwarnings('ignore')
+    if threads: torch.set_num_threads(threads)
+    try:
+        dims = 2 if name == 'resnet9' else 3
+        g = torch.Generator().manual_seed(0)
+        x = torch.randn(batch, 1, *([size] * dims), generator=g)
+        y = (torch.rand(batch, labels, generator=g) > 0.5).float()
+        setup = build(name, labels, mode, batch, width, torch.device('cpu'))
+        base = _proc_status_bytes('VmRSS')
+        with open('/proc/self/clear_refs', 'w') as f: f.write('5')       # reset the high-water mark to now
+        for _ in range(2): step(setup, x, y, torch.device('cpu'))
+        queue.put(_proc_status_bytes('VmHWM') - base)
+    except Exception as e:                                   # reported, not fatal: the timing table still stands
+        queue.put(f"{type(e).__name__}: {str(e)[:200]}")
+
+
+def cpu_peak_mb(name, size, labels, mode, batch, width, threads):
+    """CPU memory of one mode, measured alone in a fresh process (all modes share one process in the timing run,
+    so no per-mode peak exists there): the high-water mark of resident memory during two steps, above the resident
+    memory once model and data are built (activations, per-sample gradients or norms, gradients, noise)."""
+    import multiprocessing as mp
+    ctx = mp.get_context('spawn')
+    queue = ctx.Queue()
+    proc = ctx.Process(target=_cpu_peak_child, args=(name, size, labels, mode, batch, width, threads, queue))
+    proc.start(); result = queue.get(); proc.join()
+    return result / 2**20 if isinstance(result, int) else result
+
+
 def run_case(name, size, labels, modes, batch, reps, device, width):
     dims = 2 if name == 'resnet9' else 3
     g = torch.Generator().manual_seed(0)
@@ -96,6 +137,8 @@ def main(argv=None):
     ap.add_argument('--modes', default=','.join(ALL_MODES), help='comma-separated grad_sample_modes')
     ap.add_argument('--cases', default='', help='e.g. resnet9:64,resnet9_3d:64 (default: all or --quick)')
     ap.add_argument('--width', type=float, default=1.0, help='model width (1.0 = the paper)')
+    ap.add_argument('--cpu-memory', action='store_true',
+                    help='on a CPU, also measure each mode\'s peak memory alone in a fresh process (slower)')
     ap.add_argument('--out', default=str(Path(__file__).with_suffix('.json')))
     a = ap.parse_args(argv)
     if a.threads: torch.set_num_threads(a.threads)
@@ -118,11 +161,25 @@ def main(argv=None):
         big = (name, size) in BIG
         case_modes = [m for m in modes if not big or m in a.big_modes.split(',')]
         row = run_case(name, size, labels, case_modes, a.batch, a.big_reps if big else a.reps, device, a.width)
+        if a.cpu_memory and device.type == 'cpu':
+            base = cpu_peak_mb(name, size, labels, 'nonprivate', a.batch, a.width, a.threads)
+            row['nonprivate_mem_mb'] = base
+            for m in case_modes:
+                if f'{m}_s' not in row: continue
+                mem = cpu_peak_mb(name, size, labels, m, a.batch, a.width, a.threads)
+                row[f'{m}_mem_mb'] = mem
+                if isinstance(mem, float) and isinstance(base, float): row[f'{m}_mem_ratio'] = mem / base
         rows.append(row)
         write_json(a.out, {**header, 'complete': False, 'rows': rows})       # partial results survive a stop
         print(f"{name:15s} {size:4d}  non-DP {row['nonprivate_s']:7.3f}s  " + '  '.join(
             f"{m} {row[f'{m}_time_ratio']:.2f}x" if f'{m}_time_ratio' in row else f"{m} n/a" for m in case_modes),
             flush=True)
+        base_mem = row.get('nonprivate_mem_mb')
+        if base_mem is not None:
+            base_txt = f"{base_mem:.0f} MB" if isinstance(base_mem, float) else base_mem
+            print(f"{'':20s} memory {base_txt}  " + '  '.join(
+                f"{m} {row[f'{m}_mem_ratio']:.2f}x" if row.get(f'{m}_mem_ratio') else f"{m} n/a" for m in case_modes),
+                flush=True)
     out = {'date': datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='minutes'), **header,
            'complete': True, 'seconds_total': round(time.time() - t_start, 1), 'rows': rows}
     write_json(a.out, out)
