@@ -11,9 +11,9 @@ from torch import nn
 import torch.nn.functional as F
 
 # %% auto #0
-__all__ = ['KEEP_FACTOR', 'conv_supported', 'conv_norm_method', 'per_sample_impl', 'conv_per_sample_grads', 'conv_norm_sample',
-           'conv_clipped_sum', 'FastGradSampleModule', 'register_fast_norm_sampler', 'register_clipped_summer',
-           'register_fast_grad_sampler', 'group_norm_grad_sample', 'SinglePassLoss', 'DPLossSinglePass', 'wrap_fast',
+__all__ = ['KEEP_FACTOR', 'register_fast_norm_sampler', 'register_clipped_summer', 'register_fast_grad_sampler', 'conv_supported',
+           'conv_norm_method', 'per_sample_impl', 'conv_per_sample_grads', 'conv_norm_sample', 'conv_clipped_sum',
+           'FastGradSampleModule', 'group_norm_grad_sample', 'SinglePassLoss', 'DPLossSinglePass', 'wrap_fast',
            'fast_criterion', 'OwnedSumMixin', 'fast_optimizer_class']
 
 # %% ../nbs/05b_fast_dp.ipynb #625fb0fa
@@ -223,43 +223,38 @@ class FastGradSampleModule(GradSampleModuleFastGradientClipping):
                     if p.grad is None: p.grad = g
                     else: p.grad.add_(g)
 
-def register_fast_norm_sampler(cls):
-    "Decorator: `f(module, activations, backprops) -> {param: (B,) norms}` for FastGradSampleModule."
-    def deco(f):
-        for c in (cls if isinstance(cls, (list, tuple)) else [cls]): FastGradSampleModule.NORM_SAMPLERS[c] = f
-        return f
-    return deco
+def _registrar(registry: str, doc: str):
+    "A decorator factory that files `f` under one or more layer classes in `FastGradSampleModule.<registry>`."
+    def register(cls):
+        def deco(f):
+            for c in (cls if isinstance(cls, (list, tuple)) else [cls]): getattr(FastGradSampleModule, registry)[c] = f
+            return f
+        return deco
+    register.__doc__ = doc
+    return register
 
-def register_clipped_summer(cls):
-    "Decorator: `f(module, activations, backprops, coef) -> {param: sum_i coef_i grad_i}` (single-pass mode)."
-    def deco(f):
-        for c in (cls if isinstance(cls, (list, tuple)) else [cls]): FastGradSampleModule.CLIPPED_SUMMERS[c] = f
-        return f
-    return deco
+register_fast_norm_sampler = _registrar('NORM_SAMPLERS', "Decorator: `f(module, activations, backprops) -> {param: (B,) norms}`.")
+register_clipped_summer = _registrar('CLIPPED_SUMMERS', "Decorator: `f(module, activations, backprops, coef) -> "
+                                     "{param: sum_i coef_i grad_i}` (single-pass mode).")
+register_fast_grad_sampler = _registrar('GRAD_SAMPLERS', "Decorator: `f(module, activations, backprops) -> "
+                                        "{param: (B, ...) per-sample gradients}`.")
 
 @register_fast_norm_sampler([nn.Conv2d, nn.Conv3d])
 def _conv_norm_or_fallback(layer, activations, backprops):
     "conv_norm_sample where supported; otherwise norms of Opacus' per-sample convolution gradients."
     if conv_supported(layer): return conv_norm_sample(layer, activations, backprops)
     from opacus.grad_sample.conv import compute_conv_grad_sample
-    return {p: gs.reshape(len(gs), -1).norm(dim=1)
-            for p, gs in compute_conv_grad_sample(layer, activations, backprops).items()}
+    return {p: _sample_norms(gs) for p, gs in compute_conv_grad_sample(layer, activations, backprops).items()}
 
 register_clipped_summer([nn.Conv2d, nn.Conv3d])(conv_clipped_sum)
-
-def register_fast_grad_sampler(cls):
-    "Decorator: `f(module, activations, backprops) -> {param: (B, ...) per-sample gradients}` for FastGradSampleModule."
-    def deco(f):
-        for c in (cls if isinstance(cls, (list, tuple)) else [cls]): FastGradSampleModule.GRAD_SAMPLERS[c] = f
-        return f
-    return deco
 
 @register_fast_grad_sampler(nn.GroupNorm)
 def group_norm_grad_sample(layer, activations, backprops) -> dict:
     """(B, C) per-sample gradients of GroupNorm's affine parameters: sum over positions of the normalized input
     times the output gradient (weight) and of the output gradient (bias). Same formula as Opacus' sampler, but the
     normalized input is formed a few records at a time (about 2^20 numbers) and multiplied in place: a full-batch
-    temporary of a large map (32 MB at 128 px) costs fresh pages on every call, and took twice the arithmetic."""
+    temporary of a large map (32 MB at 128 px) costs fresh pages on every call; chunks halved the time (24 -> 12 ms
+    for the 64-channel 64x64 map of ResNet9 at 128 px, one CPU thread)."""
     g = backprops
     ret = {}
     if layer.weight is not None and layer.weight.requires_grad:

@@ -45,41 +45,31 @@ def _step(m, mode, x, y, C, sigma=0.0, chunks=1):
     return torch.cat(norms), grad, parts
 
 
+def assert_equals_naive_loop(m, x, y, mode='fast_bk'):
+    """Per-record norms and the clipped sum of one step in `mode` equal the naive batch-size-1 loop (float64, 1e-5),
+    with the clipping norm at the median so that clipping acts on some records, not on others; returns the parts."""
+    ref = naive_per_sample_grads(m, PerSampleBCE(), x, y)
+    C = float(ref.norm(dim=1).median())
+    norms, grad, parts = _step(m, mode, x, y, C)
+    assert rel(norms, ref.norm(dim=1)) < 1e-5
+    assert rel(grad, clipped_sum_reference(ref, C) / len(x)) < 1e-5
+    return parts
+
+
 @pytest.mark.parametrize('name', list(MODELS))
 @pytest.mark.parametrize('mode', FAST_MODES)
 def test_norms_and_clipped_sum_equal_the_naive_loop(name, mode):
-    m, x, y = _setup(name)
-    ref = naive_per_sample_grads(m, PerSampleBCE(), x, y)
-    C = float(ref.norm(dim=1).median())               # clipping acts on some records, not on others
-    norms, grad, _ = _step(m, mode, x, y, C)
-    assert rel(norms, ref.norm(dim=1)) < 1e-5
-    assert rel(grad, clipped_sum_reference(ref, C) / len(x)) < 1e-5
+    assert_equals_naive_loop(*_setup(name), mode)
 
 
-@pytest.mark.parametrize('method', ['ghost', 'direct', 'grouped'])
+@pytest.mark.parametrize('method, impl', [('ghost', None), ('direct', None), ('grouped', 'grouped'),
+                                          ('grouped', 'shifted')])
 @pytest.mark.parametrize('name', ['resnet9', 'resnet9_3d'])
-def test_every_norm_method_through_the_engine(monkeypatch, name, method):
-    "Force one norm method for every convolution (the cost rule would mix them)."
+def test_every_norm_method_through_the_engine(monkeypatch, name, method, impl):
+    "Force one norm method (and per-sample form) for every convolution; the cost rules would mix them."
     monkeypatch.setattr(fd, 'conv_norm_method', lambda *a: method)
-    m, x, y = _setup(name, seed=3)
-    ref = naive_per_sample_grads(m, PerSampleBCE(), x, y)
-    C = float(ref.norm(dim=1).median())
-    norms, grad, _ = _step(m, 'fast_bk', x, y, C)
-    assert rel(norms, ref.norm(dim=1)) < 1e-5
-    assert rel(grad, clipped_sum_reference(ref, C) / len(x)) < 1e-5
-
-
-@pytest.mark.parametrize('name', ['resnet9', 'resnet9_3d'])
-def test_shifted_per_sample_grads_through_the_engine(monkeypatch, name):
-    "Every convolution forms per-sample gradients by the shifted form (the cost rules would mix it with others)."
-    monkeypatch.setattr(fd, 'conv_norm_method', lambda *a: 'grouped')
-    monkeypatch.setattr(fd, 'per_sample_impl', lambda C, T: 'shifted')
-    m, x, y = _setup(name, seed=4)
-    ref = naive_per_sample_grads(m, PerSampleBCE(), x, y)
-    C = float(ref.norm(dim=1).median())
-    norms, grad, _ = _step(m, 'fast_bk', x, y, C)
-    assert rel(norms, ref.norm(dim=1)) < 1e-5
-    assert rel(grad, clipped_sum_reference(ref, C) / len(x)) < 1e-5
+    if impl: monkeypatch.setattr(fd, 'per_sample_impl', lambda C, T: impl)
+    assert_equals_naive_loop(*_setup(name, seed=3))
 
 
 @pytest.mark.parametrize('conv, shape', [
@@ -139,11 +129,7 @@ def test_single_pass_targets_every_source_layer():
     torch.manual_seed(0)
     m = TwoStems().double()
     x, y = torch.randn(4, 1, 9, 9, dtype=torch.float64), (torch.rand(4, 2) > 0.5).double()
-    ref = naive_per_sample_grads(m, PerSampleBCE(), x, y)
-    C = float(ref.norm(dim=1).median())
-    norms, grad, parts = _step(m, 'fast_bk', x, y, C)
-    assert rel(norms, ref.norm(dim=1)) < 1e-5
-    assert rel(grad, clipped_sum_reference(ref, C) / len(x)) < 1e-5
+    parts = assert_equals_naive_loop(m, x, y)
     parts.model(x)                                      # the forward records both stems as sources
     assert parts.model._sources == [m.a, m.b]
     assert parts.model.backward_targets() == [m.a.weight, m.b.bias]
@@ -187,11 +173,7 @@ def test_uncovered_layers_fall_back_to_opacus_and_stay_exact(mode):
     torch.manual_seed(0)
     m = Odd().double()
     x, y = torch.randn(4, 2, 11, 9, dtype=torch.float64), (torch.rand(4, 2) > 0.5).double()
-    ref = naive_per_sample_grads(m, PerSampleBCE(), x, y)
-    C = float(ref.norm(dim=1).median())
-    norms, grad, _ = _step(m, mode, x, y, C)
-    assert rel(norms, ref.norm(dim=1)) < 1e-5
-    assert rel(grad, clipped_sum_reference(ref, C) / len(x)) < 1e-5
+    assert_equals_naive_loop(m, x, y, mode)
 
 
 def test_physical_batches_accumulate_like_one_batch():
