@@ -16,9 +16,10 @@ from .config import PAPER_AGE_BINS, PAPER_CXR_LABELS
 from .data import check_manifest, npz_shapes, show, SEX_CODES, RESERVED
 
 # %% auto #0
-__all__ = ['CXR_SUBGROUPS', 'NIH_LABELS', 'CHEXPERT_LABELS', 'PADCHEST_LABELS', 'UKA_ALIASES', 'MEDMNIST_LABELS', 'snake',
-           'write_dataset', 'adapt_nih', 'apply_uncertain_policy', 'adapt_chexpert', 'adapt_mimic', 'adapt_padchest',
-           'adapt_vindr', 'adapt_uka', 'adapt_medmnist', 'adapt_ct_folder', 'register_convert']
+__all__ = ['CXR_SUBGROUPS', 'NIH_LABELS', 'NIH_COLUMNS', 'CHEXPERT_LABELS', 'PADCHEST_LABELS', 'UKA_ALIASES', 'MEDMNIST_LABELS',
+           'snake', 'write_dataset', 'nih_table', 'adapt_nih', 'apply_uncertain_policy', 'adapt_chexpert',
+           'adapt_mimic', 'adapt_padchest', 'adapt_vindr', 'adapt_uka', 'medmnist_table', 'adapt_medmnist',
+           'adapt_ct_folder']
 
 # %% ../nbs/04a_adapters.ipynb #64fde47d
 def snake(name: str) -> str:
@@ -80,11 +81,11 @@ def _age_years(v):
     x = float(m[1])
     return {'': x, 'Y': x, 'M': x / 12, 'W': x / 52.1775, 'D': x / 365.25}[m[2]]
 
-def adapt_nih(metadata, images, out, views=('PA', 'AP'), test_list=None, overwrite: bool = False) -> Path:
-    "NIH ChestX-ray14 -> manifest with the 14 findings, sex, age, view; split per patient (or `test_list`)."
-    meta = _read_table(metadata, 'NIH metadata')
-    _need(meta, ['Image Index', 'Finding Labels', 'Patient ID', 'Patient Age', 'Patient Gender', 'View Position'],
-          metadata, 'NIH metadata')
+NIH_COLUMNS = ['Image Index', 'Finding Labels', 'Patient ID', 'Patient Age', 'Patient Gender', 'View Position']
+
+def nih_table(meta: pd.DataFrame, images, views=('PA', 'AP'), source='NIH metadata') -> tuple:
+    "NIH metadata rows (Data_Entry columns) + images (folder or npz) -> (manifest table, label names, report)."
+    _need(meta, NIH_COLUMNS, source, 'NIH metadata')
     images = Path(images)
     if images.is_file() and images.name.endswith('.npz'):
         with np.load(images) as z:
@@ -108,18 +109,23 @@ def adapt_nih(metadata, images, out, views=('PA', 'AP'), test_list=None, overwri
                        'follow_up': meta['Follow-up #'].to_numpy() if 'Follow-up #' in meta else 0})
     findings = meta['Finding Labels'].fillna('').map(lambda s: {t.strip() for t in s.split('|')})
     unknown = set().union(*findings) - set(NIH_LABELS) - {'No Finding', ''}
-    if unknown: raise DpmedError(f"{metadata}: unknown finding(s) in 'Finding Labels': {sorted(unknown)}")
+    if unknown: raise DpmedError(f"{source}: unknown finding(s) in 'Finding Labels': {sorted(unknown)}")
     for lab in NIH_LABELS: df[snake(lab)] = findings.map(lambda f: int(lab in f)).to_numpy()
     bad_age = ~(df['age'] <= 120)
-    df = df[~bad_age]
+    df = df[~bad_age].reset_index(drop=True)
+    report = {'source': str(source), 'images': str(images), 'skipped_no_image': int(n_missing),
+              'skipped_view': int(n_view), 'dropped_age_over_120': int(bad_age.sum()), 'views': list(views),
+              'label_policy': "Finding Labels split on '|'; 'No Finding' = all 0"}
+    return df, [snake(l) for l in NIH_LABELS], report
+
+def adapt_nih(metadata, images, out, views=('PA', 'AP'), test_list=None, overwrite: bool = False) -> Path:
+    "NIH ChestX-ray14 -> manifest with the 14 findings, sex, age, view; split per patient (or `test_list`)."
+    df, labels, report = nih_table(_read_table(metadata, 'NIH metadata'), images, views, str(metadata))
     if test_list is not None:
         test = set(Path(test_list).read_text().split())
         df['split'] = np.where(df['id'].isin(test), 'test', None)
-    report = {'source': str(metadata), 'images': str(images), 'skipped_no_image': int(n_missing),
-              'skipped_view': int(n_view), 'dropped_age_over_120': int(bad_age.sum()), 'views': list(views),
-              'label_policy': "Finding Labels split on '|'; 'No Finding' = all 0"}
-    labels = [snake(l) for l in NIH_LABELS]
     return write_dataset(out, df, labels, 'nih_cxr14', report=report, overwrite=overwrite)
+
 
 # %% ../nbs/04a_adapters.ipynb #5c09d3da
 CHEXPERT_LABELS = ['No Finding', 'Enlarged Cardiomediastinum', 'Cardiomegaly', 'Lung Opacity', 'Lung Lesion',
@@ -332,8 +338,8 @@ def _medmnist_names(flag):
     except Exception:
         return MEDMNIST_LABELS.get(flag)
 
-def adapt_medmnist(npz, out, flag: str | None = None, label_names=None, overwrite: bool = False) -> Path:
-    "A MedMNIST .npz (2D or 3D) -> manifest with `file.npz:key:index` paths and the official split."
+def medmnist_table(npz, flag: str | None = None, label_names=None) -> tuple:
+    "A MedMNIST .npz -> (manifest table with `file.npz:key:index` paths and the official split, labels, data settings, report)."
     npz = Path(npz).absolute()
     if not npz.is_file(): raise DpmedError(f"{npz}: MedMNIST file not found")
     flag = flag or re.sub(r'(_\d+)?\.npz$', '', npz.name)
@@ -371,10 +377,16 @@ def adapt_medmnist(npz, out, flag: str | None = None, label_names=None, overwrit
     dims = 3 if len(item) == 3 and item[-1] not in (3,) else 2
     data = {'subgroups': [], 'spatial_dims': dims, 'image_size': int(item[0]), 'intensity': 'auto',
             'channels': 3 if (dims == 2 and len(item) == 3) else 1}
-    extra = {'model': {'name': 'resnet9_3d'}} if dims == 3 else {}
     report = {'source': str(npz), 'flag': flag, 'task': task, 'label_names': names,
               'patient_id': 'one patient per item (MedMNIST has no patient ids)'}
-    return write_dataset(out, df, labels, flag, data=data, report=report, extra=extra, overwrite=overwrite)
+    return df, labels, data, report
+
+def adapt_medmnist(npz, out, flag: str | None = None, label_names=None, overwrite: bool = False) -> Path:
+    "A MedMNIST .npz (2D or 3D) -> manifest with `file.npz:key:index` paths and the official split."
+    df, labels, data, report = medmnist_table(npz, flag, label_names)
+    extra = {'model': {'name': 'resnet9_3d'}} if data['spatial_dims'] == 3 else {}
+    return write_dataset(out, df, labels, report['flag'], data=data, report=report, extra=extra, overwrite=overwrite)
+
 
 # %% ../nbs/04a_adapters.ipynb #82eefe3b
 _YES = {'1': 1, '0': 0, '1.0': 1, '0.0': 0, 'yes': 1, 'no': 0, 'true': 1, 'false': 0, 'positive': 1,
@@ -410,47 +422,14 @@ def adapt_ct_folder(folder, table, out, label: str = 'label', label_name: str = 
                          extra={'model': {'name': 'resnet9_3d'}}, overwrite=overwrite)
 
 # %% ../nbs/04a_adapters.ipynb #78a2d78f
-_CONVERT = {
-    'nih': (adapt_nih, [('metadata', 'Data_Entry_2017*.csv(.gz)'), ('images', 'image folder, or .npz with images+filenames')],
-            [('--test-list', 'test_list', 'official test_list.txt (else split per patient)')]),
-    'chexpert': (adapt_chexpert, [('root', 'folder with train.csv and valid.csv')],
-                 [('--uncertain', 'uncertain', "policy for -1 labels: zeros (default) or ones")]),
-    'mimic': (adapt_mimic, [('root', 'MIMIC-CXR-JPG folder (csv files and files/)'), ('patients', 'MIMIC-IV patients.csv(.gz)')],
-              [('--uncertain', 'uncertain', "policy for -1 labels: zeros (default) or ones")]),
-    'padchest': (adapt_padchest, [('csv', 'PADCHEST_..._labels_160K_01.02.19.csv(.gz)'), ('images', 'image folder')], []),
-    'vindr': (adapt_vindr, [('root', 'VinDr-CXR folder (annotations/, train/, test/)')],
-              [('--min-readers', 'min_readers', 'readers who must mark a training label (default 2)')]),
-    'uka': (adapt_uka, [('master_list', 'master list CSV'), ('images', 'image folder')],
-            [('--threshold', 'threshold', 'lowest positive grade (default 3)')]),
-    'medmnist': (adapt_medmnist, [('npz', 'MedMNIST .npz file')], [('--flag', 'flag', 'dataset flag, e.g. pneumoniamnist')]),
-    'ct': (adapt_ct_folder, [('folder', 'folder of NIfTI volumes'), ('table', 'CSV with file/id, label, age, sex')],
-           [('--label', 'label', "label column (default 'label')")]),
-}
-
 def _cmd_convert(args) -> int:
-    fn, pos, opt = _CONVERT[args.source]
-    kw = {name: getattr(args, name) for name, _ in pos}
-    for _, dest, _ in opt:
-        v = getattr(args, dest)
-        if v is not None: kw[dest] = int(v) if dest in ('min_readers', 'threshold') else v
-    path = fn(out=args.out, overwrite=args.overwrite, **kw)
+    "dpmed data convert SOURCE: run the adapter the command line names (`args.adapter`) with its arguments."
+    from dpmed.cli import print_json
+    kw = {k: getattr(args, k) for k in args.adapter_args if getattr(args, k) is not None}
+    path = globals()[args.adapter](out=args.out, overwrite=args.overwrite, **kw)
     rep = json.loads((path.parent / 'adapter.json').read_text())
+    if getattr(args, 'json', False):
+        print_json({'manifest': str(path), 'dataset_config': str(path.parent / 'dataset.yaml'), **rep}); return 0
     print(f"{path}: {rep['rows']} rows, {rep['patients']} patients, labels {', '.join(rep['labels'])}")
     print(f"dataset config: {path.parent / 'dataset.yaml'}  (dpmed train {path.parent / 'dataset.yaml'})")
     return 0
-
-def register_convert(sub):
-    "Add `dpmed data convert SOURCE ... --out DIR` to the `data` subcommands."
-    c = sub.add_parser('convert', help='turn a public dataset into a manifest + dataset config',
-                       description='Convert a dataset, as its source ships it, into manifest.csv, dataset.yaml '
-                                   'and adapter.json in --out.')
-    s = c.add_subparsers(dest='source', metavar='SOURCE')
-    s.required = True
-    for name, (fn, pos, opt) in _CONVERT.items():
-        p = s.add_parser(name, help=fn.__doc__, description=fn.__doc__)
-        for arg, h in pos: p.add_argument(arg, help=h)
-        for flag, dest, h in opt: p.add_argument(flag, dest=dest, help=h)
-        p.add_argument('--out', required=True, help='output folder (must not exist unless --overwrite)')
-        p.add_argument('--overwrite', action='store_true', help='replace an existing output folder')
-        p.set_defaults(func=_cmd_convert)
-    return c

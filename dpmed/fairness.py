@@ -13,13 +13,13 @@ import pandas as pd
 from scipy import stats
 
 from .core import DpmedError, atomic_write_text, write_json, read_json
-from .metrics import (SubgroupBootstrap, auroc, bootstrap_counts, load_predictions, parse_threshold_policy,
-                           percentile_ci, run_thresholds, subgroup_bootstrap)
+from .metrics import (SubgroupBootstrap, auroc, load_predictions, parse_threshold_policy, percentile_ci,
+                           run_bootstrap, run_thresholds, subgroup_bootstrap)
 
 # %% auto #0
-__all__ = ['paper_spd', 'statistical_parity_difference', 'demographic_parity_difference', 'equalized_odds_difference',
-           'resolve_privileged', 'fairness_report', 'pearson', 'run_subgroups', 'fairness_run', 'sweep_fairness',
-           'dp_drop_correlations', 'register_cli']
+__all__ = ['SPD_METRICS', 'paper_spd', 'statistical_parity_difference', 'demographic_parity_difference',
+           'equalized_odds_difference', 'resolve_privileged', 'fairness_report', 'pearson', 'run_subgroups',
+           'fairness_run', 'sweep_fairness', 'dp_drop_correlations']
 
 # %% ../nbs/08_fairness.ipynb #306a3e5c
 def paper_spd(values, sizes) -> np.ndarray:
@@ -89,13 +89,16 @@ def fairness_report(sb: SubgroupBootstrap, privileged: dict | None = None):
             map(both, ('auroc', 'accuracy', 'ppr', 'fnr', 'sensitivity', 'specificity'))
         stats_g = {'paper_spd_auroc': (paper_spd(au, n), paper_spd(au_b, n)),
                    'paper_spd_accuracy': (paper_spd(acc, n), paper_spd(acc_b, n)),
+                   'paper_spd_sensitivity': (paper_spd(sen, n), paper_spd(sen_b, n)),
+                   'paper_spd_specificity': (paper_spd(spe, n), paper_spd(spe_b, n)),
                    'spd_ppr': (ppr - ppr[:, [p]], ppr_b - ppr_b[:, :, [p]]),
                    'fnr_diff': (fnr - fnr[:, [p]], fnr_b - fnr_b[:, :, [p]])}
         cis = {k: ci(v[1]) for k, v in stats_g.items()}
         for j, grp in enumerate(names):
             for l, lab in enumerate(labs):
                 r = {'attribute': a, 'group': grp, 'label': lab, 'n': int(n[j]), 'privileged': j == p,
-                     'auroc': au[l, j], 'accuracy': acc[l, j], 'ppr': ppr[l, j], 'fnr': fnr[l, j]}
+                     'auroc': au[l, j], 'accuracy': acc[l, j], 'sensitivity': sen[l, j], 'specificity': spe[l, j],
+                     'ppr': ppr[l, j], 'fnr': fnr[l, j]}
                 for k, (pt, _) in stats_g.items():
                     r[k] = pt[l, j]; r[f'{k}_lo'] = cis[k][l, j, 0]; r[f'{k}_hi'] = cis[k][l, j, 1]
                 grows.append(r)
@@ -145,38 +148,39 @@ def _json_row(r: pd.Series, keys) -> dict:
     return out
 
 def run_subgroups(run_dir, n_boot: int | None = None, seed: int | None = None, threshold: str | None = None,
-                  cluster: bool = False, subgroups: Sequence[str] | None = None, counts=None):
-    "(RunPredictions, SubgroupBootstrap) of a run directory, with the run's eval settings as defaults."
+                  bootstrap: str | None = None, subgroups: Sequence[str] | None = None, counts=None):
+    """(RunPredictions, SubgroupBootstrap) of a run directory, with the run's eval settings as defaults.
+    `bootstrap`: auto (patients whenever ids are known; as metrics.json) | patient | image."""
     rp = load_predictions(run_dir)
     ev = rp.config.get('eval') or {}
-    n_boot = int(ev.get('n_boot', 1000) if n_boot is None else n_boot)
-    seed = int(ev.get('boot_seed', 0) if seed is None else seed)
     policy = str(ev.get('threshold', 'youden') if threshold is None else threshold); parse_threshold_policy(policy)
     if subgroups is not None:
         unknown = [g for g in subgroups if g not in rp.subgroups]
         if unknown: raise DpmedError(f"{rp.run_dir}: unknown subgroup(s) {unknown}; the config names {rp.subgroups}")
     names = rp.subgroups if subgroups is None else list(subgroups)
-    if not names: raise DpmedError(f"{rp.run_dir}: no subgroups defined (data.subgroups is empty)")
+    if not names:
+        why = f" (skipped for lack of columns: {', '.join(rp.skipped_subgroups)})" if rp.skipped_subgroups else ''
+        raise DpmedError(f"{rp.run_dir}: no subgroups defined (data.subgroups is empty){why}")
     pid = rp.test['patient_id'].to_numpy() if 'patient_id' in rp.test.columns else None
-    if cluster and pid is None:
-        raise DpmedError(f"{rp.run_dir / 'predictions.csv'}: patient-level bootstrap needs a patient_id column")
-    if counts is None: counts = bootstrap_counts(len(rp.test), n_boot, seed, pid if cluster else None)
+    drawn, unit, n_boot, seed = run_bootstrap(rp, n_boot, seed, bootstrap)
+    if counts is None: counts = drawn
     y, s = rp.arrays('test')
     sb = subgroup_bootstrap(y, s, rp.labels, rp.groups('test', names), run_thresholds(rp, policy), counts, patient_ids=pid)
-    sb.notes.insert(0, f"threshold policy {policy}; {counts.shape[1]} {'patient' if cluster else 'item'}-level resamples, seed {seed}")
+    sb.notes.insert(0, f"threshold policy {policy}; {counts.shape[1]} {unit}-level resamples, seed {seed}")
     return rp, sb
 
 def fairness_run(run_dir, privileged: dict | None = None, out=None, n_boot: int | None = None, seed: int | None = None,
-                 threshold: str | None = None, cluster: bool = False, subgroups: Sequence[str] | None = None) -> dict:
+                 threshold: str | None = None, bootstrap: str | None = None, subgroups: Sequence[str] | None = None) -> dict:
     "Fairness statistics of one run; writes fairness_groups.csv, fairness.csv and fairness.json."
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter('always')
-        rp, sb = run_subgroups(run_dir, n_boot, seed, threshold, cluster, subgroups)
+        rp, sb = run_subgroups(run_dir, n_boot, seed, threshold, bootstrap, subgroups)
         gt, at = fairness_report(sb, privileged)
     notes = sb.notes + [str(w.message) for w in caught]
     gm = gt[gt.label == 'mean']; am = at[at.label == 'mean']
-    gkeys = ['n', 'privileged', 'auroc', 'accuracy', 'ppr', 'fnr'] + \
-        [f'{k}{s}' for k in ('paper_spd_auroc', 'paper_spd_accuracy', 'spd_ppr', 'fnr_diff') for s in ('', '_lo', '_hi')]
+    spds = ('paper_spd_auroc', 'paper_spd_accuracy', 'paper_spd_sensitivity', 'paper_spd_specificity')
+    gkeys = ['n', 'privileged', 'auroc', 'accuracy', 'sensitivity', 'specificity', 'ppr', 'fnr'] + \
+        [f'{k}{s}' for k in spds + ('spd_ppr', 'fnr_diff') for s in ('', '_lo', '_hi')]
     akeys = [c for c in am.columns if c not in ('attribute', 'label')]
     summary = {'run_dir': str(rp.run_dir), 'epsilon': rp.metrics.get('epsilon'), 'labels': rp.labels,
                'label_for_summary': 'mean (unweighted over labels)',
@@ -188,7 +192,8 @@ def fairness_run(run_dir, privileged: dict | None = None, out=None, n_boot: int 
         f = gm[(gm.attribute == 'sex') & (gm.group == 'F')].iloc[0]
         summary['sex_spd'] = {'definition': 'female minus male (paper)',
                               'auroc': [f.paper_spd_auroc, f.paper_spd_auroc_lo, f.paper_spd_auroc_hi],
-                              'accuracy': [f.paper_spd_accuracy, f.paper_spd_accuracy_lo, f.paper_spd_accuracy_hi]}
+                              **{m: [f[f'paper_spd_{m}'], f[f'paper_spd_{m}_lo'], f[f'paper_spd_{m}_hi']]
+                                 for m in ('accuracy', 'sensitivity', 'specificity')}}
     out = Path(out) if out is not None else rp.run_dir
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / 'fairness_groups.csv', gt.to_csv(index=False))
@@ -198,6 +203,7 @@ def fairness_run(run_dir, privileged: dict | None = None, out=None, n_boot: int 
     return summary
 
 # %% ../nbs/08_fairness.ipynb #24156876
+SPD_METRICS = ('auroc', 'accuracy', 'sensitivity', 'specificity')   # the paper's SPD is computed on these
 _NONPRIVATE = {'inf', '+inf', 'infinity', 'none', 'null', 'nonprivate', 'non-private', ''}
 
 def _epsilons(results: pd.DataFrame) -> np.ndarray:
@@ -229,14 +235,14 @@ def _datasets(results: pd.DataFrame) -> np.ndarray:
 
 def sweep_fairness(results: pd.DataFrame, run_dirs=None, attribute: str = 'sex', group: str = 'F', metric: str = 'auroc',
                    label: str = 'mean', n_boot: int = 200, seed: int = 0, threshold: str | None = None,
-                   cluster: bool = False) -> dict:
+                   bootstrap: str | None = None) -> dict:
     """Paper SPD of (`attribute`, `group`) on `metric` for every run, and Pearson's r of epsilon vs SPD over the
     private runs, per dataset. Returns {'runs': DataFrame, 'correlation': DataFrame}."""
-    if metric not in ('auroc', 'accuracy'): raise DpmedError(f"metric must be auroc or accuracy, got {metric!r}")
+    if metric not in SPD_METRICS: raise DpmedError(f"metric must be one of {', '.join(SPD_METRICS)}, got {metric!r}")
     eps = _epsilons(results); paths = _run_paths(results, run_dirs); ds = _datasets(results)
     rows = []
     for i, p in enumerate(paths):
-        rp, sb = run_subgroups(p, n_boot, seed, threshold, cluster, [attribute])
+        rp, sb = run_subgroups(p, n_boot, seed, threshold, bootstrap, [attribute])
         if (attribute, str(group)) not in sb.groups:
             raise DpmedError(f"{p}: subgroup {attribute} has no group {group!r}; groups: "
                              f"{[g for a, g in sb.groups if a == attribute]}")
@@ -311,7 +317,9 @@ def _parse_privileged(items) -> dict:
 
 def _f(v): return 'nan' if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:+.4f}"
 
-def _fairness_cli(args) -> int:
+def _cmd_fairness(args) -> int:
+    "dpmed fairness: fairness_run per run directory, or sweep_fairness on a results table (--sweep)."
+    from dpmed.cli import print_json
     if bool(args.run_dirs) == bool(args.sweep):
         raise DpmedError("fairness: give either run directories or --sweep RESULTS_CSV")
     if args.sweep:
@@ -320,24 +328,31 @@ def _fairness_cli(args) -> int:
         res = pd.read_csv(path)
         out = Path(args.out) if args.out else path.parent; out.mkdir(parents=True, exist_ok=True)
         sw = sweep_fairness(res, path.parent, args.attribute, args.group, args.metric, n_boot=args.n_boot or 200,
-                            seed=args.seed or 0, threshold=args.threshold, cluster=args.patient_bootstrap)
+                            seed=args.seed or 0, threshold=args.threshold, bootstrap=args.bootstrap)
         dd = dp_drop_correlations(res, path.parent)
         for name, df in (('sweep_spd', sw['runs']), ('sweep_correlation', sw['correlation']),
                          ('dp_drop_points', dd['points']), ('dp_drop_correlation', dd['correlation'])):
             atomic_write_text(out / f'{name}.csv', df.to_csv(index=False))
+        if args.json:
+            print_json({'out': str(out), 'correlation': sw['correlation'].to_dict('records'),
+                        'dp_drop_correlation': dd['correlation'].to_dict('records')})
+            return 0
         for _, r in sw['correlation'].iterrows():
             print(f"{r.dataset}: epsilon vs SPD {args.attribute}={args.group} ({args.metric}): r={r.r:.3f} "
                   f"[{r.ci_lo:.3f}, {r.ci_hi:.3f}] p={r.p_value:.3g} (n={r.n}) {r.note}")
         print(f"wrote sweep_spd.csv, sweep_correlation.csv, dp_drop_points.csv, dp_drop_correlation.csv to {out}")
         return 0
-    priv = _parse_privileged(args.privileged)
+    priv, results = _parse_privileged(args.privileged), {}
     for rd in args.run_dirs:
         out = (Path(args.out) / Path(rd).name if len(args.run_dirs) > 1 else Path(args.out)) if args.out else None
-        f = fairness_run(rd, priv, out, args.n_boot, args.seed, args.threshold, args.patient_bootstrap, args.subgroups)
+        f = fairness_run(rd, priv, out, args.n_boot, args.seed, args.threshold, args.bootstrap, args.subgroups)
+        if args.json: results[str(rd)] = read_json(Path(out or rd) / 'fairness.json'); continue
         print(f"{rd}: fairness on the label-averaged metrics (95% CI)")
         if 'sex_spd' in f:
             v, lo, hi = f['sex_spd']['auroc']; va, loa, hia = f['sex_spd']['accuracy']
-            print(f"  paper SPD sex (F - M): AUROC {_f(v)} [{_f(lo)}, {_f(hi)}], accuracy {_f(va)} [{_f(loa)}, {_f(hia)}]")
+            print(f"  paper SPD sex (F - M): AUROC {_f(v)} [{_f(lo)}, {_f(hi)}], accuracy {_f(va)} [{_f(loa)}, {_f(hia)}], "
+                  + ', '.join(f"{m} {_f(f['sex_spd'][m][0])} [{_f(f['sex_spd'][m][1])}, {_f(f['sex_spd'][m][2])}]"
+                              for m in ('sensitivity', 'specificity')))
         for a, r in f['attributes'].items():
             wg = 'nan' if r['worst_group_auroc'] is None else f"{r['worst_group_auroc']:.4f}"
             print(f"  {a}: worst-group AUROC {wg} ({r['worst_group']}), AUROC gap {_f(r['auroc_gap'])}, "
@@ -345,27 +360,5 @@ def _fairness_cli(args) -> int:
                   f"{_f(r['equalized_odds_difference'])}, FNR gap {_f(r['fnr_gap'])} (privileged {r['privileged']})")
         for n in f['notes']: print(f"  note: {n}")
         print(f"  wrote fairness.json, fairness.csv, fairness_groups.csv to {out or rd}")
+    if args.json: print_json(results)
     return 0
-
-def register_cli(subparsers):
-    "Add `dpmed fairness` to the command line."
-    p = subparsers.add_parser('fairness', help='subgroup fairness statistics of runs, or correlations across a sweep',
-                              description="Per run: the paper's SPD (performance gap) on AUROC and accuracy, the "
-                                          "textbook selection-rate SPD, demographic-parity and equalized-odds "
-                                          "differences, worst-group AUROC and gaps, with bootstrap CIs. With --sweep: "
-                                          "Pearson's r of epsilon vs SPD and of the per-label AUROC drop under DP.")
-    p.add_argument('run_dirs', nargs='*', metavar='RUN_DIR', help='run directories')
-    p.add_argument('--sweep', metavar='RESULTS_CSV', help="a sweep's results table (run_dir, epsilon, dataset, seed)")
-    p.add_argument('--privileged', nargs='+', metavar='ATTR=GROUP', help='privileged (reference) group per attribute; '
-                                                                           'default: the largest group')
-    p.add_argument('--attribute', default='sex', help='--sweep: subgroup attribute of the SPD (default sex)')
-    p.add_argument('--group', default='F', help='--sweep: group whose SPD is correlated (default F: female minus male)')
-    p.add_argument('--metric', default='auroc', choices=['auroc', 'accuracy'], help="--sweep: metric of the paper's SPD")
-    p.add_argument('--n-boot', type=int, default=None, help='bootstrap resamples (default: the run config, else 1000)')
-    p.add_argument('--seed', type=int, default=None, help='bootstrap seed')
-    p.add_argument('--threshold', default=None, help='youden | sensitivity:0.9 | specificity:0.9 | fixed:0.5 | paper')
-    p.add_argument('--patient-bootstrap', action='store_true', help='resample patients, not images')
-    p.add_argument('--subgroups', nargs='+', default=None, help='subgroup names (default: all in the config)')
-    p.add_argument('--out', default=None, help='output folder (default: each run directory / the table folder)')
-    p.set_defaults(func=_fairness_cli)
-    return p

@@ -4,7 +4,7 @@
 
 # %% ../nbs/02_imageset.ipynb #2148008b
 from __future__ import annotations
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
@@ -13,7 +13,8 @@ import torch
 from .core import DpmedError
 
 # %% auto #0
-__all__ = ['SPLITS', 'ImageSet', 'patient_split', 'check_no_leakage', 'assign_subgroups', 'empty_subgroups', 'ArrayDataset']
+__all__ = ['SPLITS', 'ImageSet', 'patient_split', 'check_no_leakage', 'assign_subgroups', 'usable_subgroups', 'empty_subgroups',
+           'ArrayDataset']
 
 # %% ../nbs/02_imageset.ipynb #3031e7e5
 SPLITS = ('train', 'val', 'test')
@@ -25,6 +26,7 @@ class ImageSet:
     labels: np.ndarray          # (N, L) 0/1
     meta: pd.DataFrame          # N rows
     label_names: list
+    skipped_subgroups: list = field(default_factory=list)   # declared subgroups this data cannot form (see below)
 
     def __post_init__(self):
         n = len(self.images)
@@ -40,7 +42,8 @@ class ImageSet:
 
     def subset(self, idx) -> 'ImageSet':
         idx = np.asarray(idx)
-        return ImageSet(self.images[idx], self.labels[idx], self.meta.iloc[idx], list(self.label_names))
+        return ImageSet(self.images[idx], self.labels[idx], self.meta.iloc[idx], list(self.label_names),
+                        list(self.skipped_subgroups))
 
     def split(self, name: str) -> 'ImageSet':
         "The images of one split (train/val/test)."
@@ -139,6 +142,15 @@ def assign_subgroups(meta: pd.DataFrame, specs: list) -> pd.DataFrame:
         else:
             out[name] = x.astype(str).where(x.notna(), None)
     return out
+
+def usable_subgroups(specs: list, columns) -> tuple:
+    "(the subgroup definitions whose source column is in `columns`, [{name, column, reason}] for the others)."
+    cols, kept, skipped = set(columns), [], []
+    for spec in specs or []:
+        col = spec.get('column', spec.get('name'))
+        if col in cols: kept.append(spec)
+        else: skipped.append({'name': spec.get('name'), 'column': col, 'reason': f"column {col!r} not in the data"})
+    return kept, skipped
 
 def _levels(spec, col: pd.Series) -> list:
     if 'bins' in spec: return _bin_labels([float(v) for v in spec['bins']])

@@ -14,13 +14,14 @@ import pandas as pd
 from scipy import stats
 
 from .core import DpmedError, atomic_write_text, write_json, read_json
+from .config import BOOTSTRAP_LEVELS
 
 # %% auto #0
-__all__ = ['THRESHOLD_METRICS', 'METRICS', 'auroc', 'bootstrap_indices', 'counts_from_indices', 'bootstrap_counts',
-           'auroc_from_counts', 'percentile_ci', 'bootstrap_pvalue', 'holm', 'auroc_summary', 'metrics_from_confusion',
-           'threshold_metrics', 'parse_threshold_policy', 'choose_thresholds', 'SubgroupBootstrap',
-           'subgroup_bootstrap', 'compare', 'RunPredictions', 'load_predictions', 'run_thresholds', 'evaluate_run',
-           'synthetic_run', 'register_cli']
+__all__ = ['THRESHOLD_METRICS', 'METRICS', 'auroc', 'bootstrap_indices', 'counts_from_indices', 'bootstrap_level',
+           'bootstrap_counts', 'auroc_from_counts', 'percentile_ci', 'bootstrap_pvalue', 'holm', 'auroc_summary',
+           'metrics_from_confusion', 'threshold_metrics', 'parse_threshold_policy', 'choose_thresholds',
+           'SubgroupBootstrap', 'subgroup_bootstrap', 'compare', 'RunPredictions', 'load_predictions', 'run_thresholds',
+           'run_bootstrap', 'evaluate_run', 'synthetic_run']
 
 # %% ../nbs/07_metrics.ipynb #57f1f7ac
 def _as_2d(y_true, y_score, *, where: str = 'auroc'):
@@ -82,6 +83,17 @@ def counts_from_indices(idx, n: int) -> np.ndarray:
     "How often each of `n` items appears in each resample: (B, m) indices -> (n, B) counts."
     idx = np.asarray(idx)
     return _count_rows(idx, n, idx.shape[0])
+
+def bootstrap_level(patient_ids=None, level: str = 'auto') -> tuple:
+    """(cluster ids to resample or None, 'patient' | 'image'): 'auto' resamples patients whenever patient ids are
+    known, 'image' forces images, 'patient' requires ids. Every bootstrap of a run's test set goes through here."""
+    if level not in BOOTSTRAP_LEVELS:
+        raise DpmedError(f"bootstrap level {level!r}: use one of {', '.join(BOOTSTRAP_LEVELS)}")
+    ids = None if patient_ids is None else np.asarray(patient_ids)
+    known = ids is not None and len(ids) > 0 and not pd.isna(ids).any()
+    if level == 'patient' and not known:
+        raise DpmedError("patient-level bootstrap needs a patient id for every item (a patient_id column)")
+    return (ids, 'patient') if known and level != 'image' else (None, 'image')
 
 def bootstrap_counts(n: int, n_boot: int = 1000, seed: int = 0, clusters=None) -> np.ndarray:
     "Seeded bootstrap counts, items x resamples (n, n_boot); with `clusters` (an id per item) clusters are resampled."
@@ -429,6 +441,7 @@ class RunPredictions:
     val: pd.DataFrame | None
     config: dict
     metrics: dict
+    skipped_subgroups: list = field(default_factory=list)   # declared subgroups without a column in the predictions
 
     def arrays(self, split: str = 'test'):
         df = self.test if split == 'test' else self.val
@@ -520,12 +533,15 @@ def load_predictions(run_dir) -> RunPredictions:
     for i, sp in enumerate(specs):
         if not isinstance(sp, dict) or 'name' not in sp:
             raise DpmedError(f"{run_dir / 'config.yaml'}: data.subgroups[{i}] must be a mapping with a 'name'")
+    have = set(test.columns)
+    skipped = [sp['name'] for sp in specs if sp['name'] not in have and sp.get('column', sp['name']) not in have]
+    specs = [sp for sp in specs if sp['name'] not in skipped]            # e.g. sex/age on data that has neither
     test = _add_subgroup_columns(_check_predictions(test, pt, labels), pt, specs)
     pv = run_dir / 'val_predictions.csv'; val = None
     if pv.exists():
         val = _add_subgroup_columns(_check_predictions(pd.read_csv(pv, dtype={'id': str, 'patient_id': str}), pv, labels), pv, specs)
     met = read_json(run_dir / 'metrics.json') if (run_dir / 'metrics.json').exists() else {}
-    return RunPredictions(run_dir, list(labels), [sp['name'] for sp in specs], test, val, cfg, met)
+    return RunPredictions(run_dir, list(labels), [sp['name'] for sp in specs], test, val, cfg, met, skipped)
 
 def run_thresholds(rp: RunPredictions, policy: str) -> np.ndarray:
     "Thresholds per label under `policy`: on validation predictions, or on the test set for 'paper'."
@@ -554,24 +570,32 @@ def _align(rp: RunPredictions, base: RunPredictions) -> RunPredictions:
                          f"{rp.run_dir}; the runs were not evaluated on the same labels")
     return RunPredictions(base.run_dir, base.labels, base.subgroups, bt, base.val, base.config, base.metrics)
 
-def evaluate_run(run_dir, baseline=None, out=None, n_boot: int | None = None, seed: int | None = None,
-                 threshold: str | None = None, cluster: bool = False, alternative: str = 'two-sided',
-                 subgroups: Sequence[str] | None = None, level: float = 0.95) -> dict:
-    "Evaluate a run (and compare with a baseline run); writes evaluation.json, subgroups.csv [, comparison.csv]."
-    rp = load_predictions(run_dir)
+def run_bootstrap(rp: RunPredictions, n_boot: int | None = None, seed: int | None = None,
+                  bootstrap: str | None = None) -> tuple:
+    "(counts, unit, n_boot, seed) over a run's test items; defaults from its config, the level from `bootstrap_level`."
     ev = rp.config.get('eval') or {}
     n_boot = int(ev.get('n_boot', 1000) if n_boot is None else n_boot)
     seed = int(ev.get('boot_seed', 0) if seed is None else seed)
+    pid = rp.test['patient_id'].to_numpy() if 'patient_id' in rp.test.columns else None
+    try: clusters, unit = bootstrap_level(pid, str(ev.get('bootstrap', 'auto') if bootstrap is None else bootstrap))
+    except DpmedError as e: raise DpmedError(f"{rp.run_dir / 'predictions.csv'}: {e}") from None
+    return bootstrap_counts(len(rp.test), n_boot, seed, clusters), unit, n_boot, seed
+
+def evaluate_run(run_dir, baseline=None, out=None, n_boot: int | None = None, seed: int | None = None,
+                 threshold: str | None = None, bootstrap: str | None = None, alternative: str = 'two-sided',
+                 subgroups: Sequence[str] | None = None, level: float = 0.95) -> dict:
+    """Evaluate a run (and compare with a baseline run); writes evaluation.json, subgroups.csv [, comparison.csv].
+    `bootstrap`: auto (patients whenever ids are known) | patient | image; default the run's eval.bootstrap."""
+    rp = load_predictions(run_dir)
+    ev = rp.config.get('eval') or {}
+    counts, unit, n_boot, seed = run_bootstrap(rp, n_boot, seed, bootstrap)
     policy = str(ev.get('threshold', 'youden') if threshold is None else threshold)
     parse_threshold_policy(policy)
     if subgroups is not None:
         unknown = [g for g in subgroups if g not in rp.subgroups]
         if unknown: raise DpmedError(f"{rp.run_dir}: unknown subgroup(s) {unknown}; the config names {rp.subgroups}")
     names = rp.subgroups if subgroups is None else list(subgroups)
-    if cluster and 'patient_id' not in rp.test.columns:
-        raise DpmedError(f"{rp.run_dir / 'predictions.csv'}: patient-level bootstrap needs a patient_id column")
     pid = rp.test['patient_id'].to_numpy() if 'patient_id' in rp.test.columns else None
-    counts = bootstrap_counts(len(rp.test), n_boot, seed, pid if cluster else None)
     y, s = rp.arrays('test')
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter('always')
@@ -584,14 +608,15 @@ def evaluate_run(run_dir, baseline=None, out=None, n_boot: int | None = None, se
             bres = subgroup_bootstrap(*bp.arrays('test'), bp.labels, bp.groups('test', names), bthr, counts,
                                       patient_ids=pid, level=level)
             cmp = compare(res, bres, alternative)
-    notes = res.notes + [str(w.message) for w in caught]
+    notes = res.notes + [str(w.message) for w in caught] + \
+        [f"subgroup {g} skipped: its column is not in the predictions" for g in rp.skipped_subgroups]
     tab = res.table()
     overall = tab[(tab.attribute == 'all')].set_index('label')
     summary = {
         'run_dir': str(rp.run_dir), 'baseline': None if baseline is None else str(baseline),
         'n_items': int(len(rp.test)), 'n_patients': int(res.n_patients[0]), 'labels': rp.labels,
         'subgroups': names, 'n_boot': n_boot, 'seed': seed, 'ci_level': level,
-        'bootstrap': 'patient-level (cluster)' if cluster else 'item-level',
+        'bootstrap': 'patient-level (cluster)' if unit == 'patient' else 'item-level', 'bootstrap_unit': unit,
         'threshold_policy': policy,
         'threshold_source': 'test set (paper mode: optimistic, for comparison only)' if policy == 'paper'
                             else ('fixed' if policy.startswith('fixed') else 'validation set'),
@@ -661,10 +686,14 @@ def synthetic_run(run_dir, auroc_by_sex: dict | None = None, labels: Sequence[st
 def _fmt(v, lo, hi):
     return 'nan' if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.4f} [{lo:.4f}, {hi:.4f}]"
 
-def _evaluate_cli(args) -> int:
+def _cmd_evaluate(args) -> int:
+    "dpmed evaluate: evaluate_run on a run directory; prints per-label AUROC (and the comparison) or --json."
+    from dpmed.cli import print_json
     res = evaluate_run(args.run_dir, baseline=args.baseline, out=args.out, n_boot=args.n_boot, seed=args.seed,
-                       threshold=args.threshold, cluster=args.patient_bootstrap, alternative=args.alternative,
+                       threshold=args.threshold, bootstrap=args.bootstrap, alternative=args.alternative,
                        subgroups=args.subgroups)
+    if args.json:     # what evaluation.json holds (the returned tables are also written as CSV)
+        print_json(read_json(Path(args.out or res['run_dir']) / 'evaluation.json')); return 0
     print(f"{res['run_dir']}: {res['n_items']} test items, {res['n_boot']} {res['bootstrap']} resamples (seed {res['seed']}), "
           f"thresholds from the {res['threshold_source']}")
     for lab in res['labels'] + ['mean']:
@@ -677,24 +706,3 @@ def _evaluate_cli(args) -> int:
     for n in res['notes']: print(f"  note: {n}")
     print(f"  wrote evaluation.json, subgroups.csv{', comparison.csv' if 'comparison' in res else ''} to {args.out or res['run_dir']}")
     return 0
-
-def register_cli(subparsers):
-    "Add `dpmed evaluate` to the command line."
-    p = subparsers.add_parser('evaluate', help='metrics with bootstrap CIs per label and subgroup; paired test vs a baseline',
-                              description='Per-label and mean AUROC and threshold metrics (threshold chosen on the '
-                                          'validation set) with percentile bootstrap CIs, for the test set and every '
-                                          'subgroup; with --baseline, paired differences and bootstrap p-values.')
-    p.add_argument('run_dir', help='run directory (predictions.csv, val_predictions.csv, config.yaml)')
-    p.add_argument('--baseline', help='run directory of the model to compare with (e.g. non-private), same test items')
-    p.add_argument('--n-boot', type=int, default=None, help='bootstrap resamples (default: eval.n_boot of the config, else 1000)')
-    p.add_argument('--seed', type=int, default=None, help='bootstrap seed (default: eval.boot_seed, else 0)')
-    p.add_argument('--threshold', default=None,
-                   help="youden | sensitivity:0.9 | specificity:0.9 | fixed:0.5 | paper (tuned on test, as the original "
-                        "study; default: eval.threshold, else youden)")
-    p.add_argument('--patient-bootstrap', action='store_true', help='resample patients, not images (cluster bootstrap)')
-    p.add_argument('--alternative', default='two-sided', choices=['two-sided', 'less', 'greater'],
-                   help="paired test: 'less' = model worse than baseline (the paper's one-sided test)")
-    p.add_argument('--subgroups', nargs='+', default=None, help='subgroup names to analyse (default: all in the config)')
-    p.add_argument('--out', default=None, help='output folder (default: the run directory)')
-    p.set_defaults(func=_evaluate_cli)
-    return p

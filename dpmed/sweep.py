@@ -16,14 +16,14 @@ from .config import ExperimentConfig, config_from_dict, config_to_dict, load_con
 from .study import collect_results, run_notebook, run_row, write_results
 
 # %% auto #0
-__all__ = ['GRID_KEYS', 'ALIASES', 'VOLATILE', 'SHORT', 'HEARTBEAT_SECONDS', 'STALE_SECONDS', 'key_kind', 'grid_settings',
-           'is_axis', 'identity', 'config_key', 'Run', 'Grid', 'expand_grid', 'load_grid', 'finished', 'run_config',
-           'check_folder', 'write_sweep_json', 'lock_holder', 'acquire', 'heartbeat', 'leftovers', 'execute_run',
-           'parse_shard', 'shard_runs', 'results_table', 'status_table', 'write_tables', 'Progress', 'SweepResult',
-           'run_cost', 'run_sweep', 'merge_sweeps', 'register_cli']
+__all__ = ['GRID_KEYS', 'ALIASES', 'VOLATILE', 'SHORT', 'PRETRAIN_PREFIX', 'NAME_RE', 'HEARTBEAT_SECONDS', 'STALE_SECONDS',
+           'key_kind', 'grid_settings', 'is_axis', 'identity', 'config_key', 'Run', 'Grid', 'expand_grid', 'load_grid',
+           'finished', 'run_config', 'check_folder', 'write_sweep_json', 'lock_holder', 'acquire', 'heartbeat',
+           'leftovers', 'execute_run', 'parse_shard', 'shard_runs', 'results_table', 'status_table', 'write_tables',
+           'Progress', 'SweepResult', 'run_cost', 'resolve_pretrained', 'run_sweep', 'merge_sweeps']
 
 # %% ../nbs/11a_sweep.ipynb #13df37f8
-GRID_KEYS = ('name', 'description', 'config', 'notebook', 'parameters', 'experiments')
+GRID_KEYS = ('name', 'description', 'config', 'notebook', 'parameters', 'experiments', 'pretrain')
 ALIASES = {'dataset': 'data.dataset', 'model': 'model.name', 'epsilon': 'privacy.epsilon',
            'epsilons': 'privacy.epsilon', 'seed': 'train.seed', 'seeds': 'train.seed'}
 # settings that change how fast a run goes, not what it computes: ignored when comparing runs
@@ -88,28 +88,53 @@ def grid_settings(d: dict, where: str = 'grid') -> dict:
     return out
 
 def is_axis(key: str, value) -> bool:
-    "A list is an axis, except for list-valued keys, where only a list of lists is."
+    "A list is an axis, except for list-valued keys, where only a non-empty list of lists is ([] is a fixed empty list)."
     if not isinstance(value, list): return False
-    if key_kind(key) == 'list': return len(value) == 0 or all(isinstance(x, list) for x in value)
+    if key_kind(key) == 'list': return len(value) > 0 and all(isinstance(x, list) for x in value)
     return True
 
 # %% ../nbs/11a_sweep.ipynb #8d89c8a9
-SHORT = {'privacy.epsilon': 'eps', 'train.seed': 'seed', 'data.dataset': '', 'model.name': ''}
+SHORT = {'privacy.epsilon': 'eps', 'train.seed': 'seed', 'data.dataset': '', 'data.name': '', 'data.manifest': '',
+         'model.name': '', 'model.pretrained': 'pre-'}
+PRETRAIN_PREFIX = 'pretrain:'          # model.pretrained: pretrain:NAME refers to the grid's pretraining NAME
+NAME_RE = r'[A-Za-z0-9][A-Za-z0-9._+-]*'
 
 def _fmt(v) -> str:
     if isinstance(v, float) and v == int(v) and abs(v) < 1e15: v = int(v)
     return str(v)
 
+def _value_label(key: str, v) -> str:
+    "Readable text of an axis value: scalars as written, lists by their items (subgroups by name), empty as 'none'."
+    if key == 'data.manifest' and isinstance(v, str):
+        from dpmed.data import manifest_name
+        return manifest_name(v)
+    if key == 'model.pretrained':
+        from dpmed.study import pretrained_name
+        return pretrained_name(v) or 'none'
+    if v is None or (isinstance(v, (list, dict)) and not v): return 'none'
+    if isinstance(v, (int, float, str, bool)): return _fmt(v)
+    if isinstance(v, list) and all(isinstance(x, (int, float, str, bool)) for x in v): return '+'.join(map(_fmt, v))
+    if isinstance(v, list) and all(isinstance(x, dict) and 'name' in x for x in v): return '+'.join(str(x['name']) for x in v)
+    return hashlib.sha1(json.dumps(v, sort_keys=True).encode()).hexdigest()[:6]
+
 def _label(key: str, v) -> str:
     if key == 'privacy.epsilon' and str(v).lower() in ('inf', 'none', 'null', 'nonprivate', 'non-private'):
         return 'nonprivate'
     short = SHORT.get(key, key.split('.')[-1])
-    val = _fmt(v) if isinstance(v, (int, float, str, bool)) else hashlib.sha1(json.dumps(v, sort_keys=True).encode()).hexdigest()[:6]
-    return re.sub(r'[^A-Za-z0-9.+=-]+', '-', f"{short}{val}").strip('-') or 'x'
+    sep = '-' if short and short[-1] != '-' and not isinstance(v, (int, float, str, bool)) else ''
+    return re.sub(r'[^A-Za-z0-9.+=-]+', '-', f"{short}{sep}{_value_label(key, v)}").strip('-') or 'x'
+
+def _pretrain_ref(value):
+    "A pretraining path a sweep resolved (.../pretrain/NAME) back to `pretrain:NAME`, so that folders compare alike."
+    if isinstance(value, str) and value and not value.startswith(PRETRAIN_PREFIX):
+        p = Path(value)
+        if p.parent.name == 'pretrain': return PRETRAIN_PREFIX + p.name
+    return value
 
 def identity(cfg: ExperimentConfig) -> dict:
     "The config as a plain dict without the settings that do not change results."
     d = config_to_dict(cfg)
+    d['model']['pretrained'] = _pretrain_ref(d['model'].get('pretrained'))
     for k in VOLATILE:
         parts = k.split('.'); cur = d
         for p in parts[:-1]: cur = cur.get(p, {})
@@ -128,6 +153,8 @@ class Run:
     overrides: list
     config: ExperimentConfig
     key: str
+    pretrain: str | None = None      # the grid pretraining it fine-tunes from (model.pretrained: pretrain:NAME)
+    stage: str = 'single'            # single (from scratch) | finetune | pretrain
 
 @dataclass
 class Grid:
@@ -139,16 +166,68 @@ class Grid:
     config_path: Path | None = None
     path: Path | None = None
     spec: dict = field(default_factory=dict)
+    pretrain: dict = field(default_factory=dict)   # NAME -> Run of each pretraining the runs refer to (OUT/pretrain/NAME)
 
     @property
     def fingerprint(self) -> str:
-        return hashlib.sha1(json.dumps([(r.name, r.key) for r in self.runs]).encode()).hexdigest()[:12]
+        pre = [(f'pretrain/{r.name}', r.key) for r in self.pretrain.values()]
+        return hashlib.sha1(json.dumps(pre + [(r.name, r.key) for r in self.runs]).encode()).hexdigest()[:12]
 
     def run(self, name: str) -> Run:
         return next(r for r in self.runs if r.name == name)
 
 def _overrides(settings: dict) -> list:
     return [f"{k}={json.dumps(v)}" for k, v in settings.items()]
+
+def _check_phantom(cfg, where: str, rname: str):
+    if cfg.data.dataset.startswith('phantom'):
+        from dpmed.phantom import PhantomSpec
+        try: PhantomSpec.from_dict(cfg.data.phantom)
+        except DpmedError as e: raise DpmedError(f"{where}: run {rname}: {e}") from None
+
+def _pretrainings(spec: dict, top: dict, cfg_path, where: str) -> dict:
+    """The grid's `pretrain:` section -> {NAME: Run}. Each inherits the grid's fixed settings (not privacy.*), then
+    its own; a pretraining is non-private (public data): epsilon inf unless given, and a finite one is refused."""
+    pre = spec.get('pretrain')
+    if pre is None: return {}
+    if not isinstance(pre, dict) or not pre:
+        raise DpmedError(f"{where}: pretrain: expected a mapping of name -> settings, got {pre!r}")
+    base = {k: v for k, v in top.items() if not is_axis(k, v) and not k.startswith('privacy.') and k != 'model.pretrained'}
+    out = {}
+    for pn, ps in pre.items():
+        w = f"{where}: pretrain.{pn}"
+        if not re.fullmatch(NAME_RE, str(pn)): raise DpmedError(f"{w}: use letters, digits and . _ + - only in the name")
+        if ps is not None and not isinstance(ps, dict): raise DpmedError(f"{w}: expected a mapping of settings, got {ps!r}")
+        own = grid_settings(ps or {}, w)
+        for k, v in own.items():
+            if is_axis(k, v): raise DpmedError(f"{w}: {k!r} is a list of values; a pretraining has fixed settings "
+                                               "(it is run once and shared by the fine-tunes that name it)")
+        if str(own.get('model.pretrained', '')).startswith(PRETRAIN_PREFIX):
+            raise DpmedError(f"{w}: model.pretrained: a pretraining cannot start from another grid pretraining")
+        ov = _overrides({**base, 'privacy.epsilon': 'inf', **own}) + [f"name={json.dumps('pretrain-' + str(pn))}"]
+        try: cfg = load_config(cfg_path, ov)
+        except DpmedError as e: raise DpmedError(f"{w}: {e}") from None
+        if cfg.privacy.private:
+            raise DpmedError(f"{w}: privacy.epsilon {own.get('privacy.epsilon')!r}: a pretraining is non-private (its data is "
+                             "treated as public and is not covered by epsilon); give privacy.epsilon: inf or leave it out")
+        _check_phantom(cfg, where, f"pretrain/{pn}")
+        out[str(pn)] = Run(str(pn), None, {}, ov, cfg, config_key(cfg), None, 'pretrain')
+    return out
+
+def _link_pretrained(runs: list, pre: dict, where: str) -> dict:
+    "Mark each run's stage and pretraining; the pretrainings referred to (in grid order)."
+    used = {}
+    for r in runs:
+        ref = r.config.model.pretrained
+        if not ref: continue
+        r.stage = 'finetune'
+        if not str(ref).startswith(PRETRAIN_PREFIX): continue
+        pn = str(ref)[len(PRETRAIN_PREFIX):]
+        if pn not in pre:
+            raise DpmedError(f"{where}: run {r.name}: model.pretrained {ref!r}: the grid has no pretraining {pn!r} "
+                             f"(pretrain: {', '.join(pre) or 'none given'})")
+        r.pretrain = used[pn] = pn
+    return {pn: pre[pn] for pn in pre if pn in used}
 
 def expand_grid(spec: dict, where: str = 'grid', base_dir=None) -> Grid:
     "Validate a grid mapping and expand it into runs (cartesian product of the axes, experiments outermost)."
@@ -157,7 +236,7 @@ def expand_grid(spec: dict, where: str = 'grid', base_dir=None) -> Grid:
     if not isinstance(spec, dict): raise DpmedError(f"{where}: expected a mapping at the top level, got {type(spec).__name__}")
     spec = dict(spec)
     name = str(spec.get('name') or (Path(where).stem if where != 'grid' else 'sweep'))
-    if not re.fullmatch(r'[A-Za-z0-9][A-Za-z0-9._+-]*', name):
+    if not re.fullmatch(NAME_RE, name):
         raise DpmedError(f"{where}: name {name!r}: use letters, digits and . _ + - only")
     cfg_path = spec.get('config')
     if cfg_path:
@@ -176,7 +255,7 @@ def expand_grid(spec: dict, where: str = 'grid', base_dir=None) -> Grid:
         raise DpmedError(f"{where}: experiments: expected a non-empty mapping of name -> settings, got {exps!r}")
     blocks = [(None, {})] if exps is None else []
     for en, es in (exps or {}).items():
-        if not re.fullmatch(r'[A-Za-z0-9][A-Za-z0-9._+-]*', str(en)):
+        if not re.fullmatch(NAME_RE, str(en)):
             raise DpmedError(f"{where}: experiments: name {en!r}: use letters, digits and . _ + - only")
         if es is not None and not isinstance(es, dict):
             raise DpmedError(f"{where}: experiments.{en}: expected a mapping of settings, got {es!r}")
@@ -198,10 +277,7 @@ def expand_grid(spec: dict, where: str = 'grid', base_dir=None) -> Grid:
             ov = _overrides({**fixed, **values}) + [f"name={json.dumps(rname)}"]
             try: cfg = load_config(cfg_path, ov)
             except DpmedError as e: raise DpmedError(f"{where}: run {rname}: {e}") from None
-            if cfg.data.dataset.startswith('phantom'):
-                from dpmed.phantom import PhantomSpec
-                try: PhantomSpec.from_dict(cfg.data.phantom)
-                except DpmedError as e: raise DpmedError(f"{where}: run {rname}: {e}") from None
+            _check_phantom(cfg, where, rname)
             runs.append(Run(rname, en, ({'experiment': en} if en else {}) | values, ov, cfg, config_key(cfg)))
     if not runs: raise DpmedError(f"{where}: the grid is empty")
     seen = {}
@@ -213,7 +289,8 @@ def expand_grid(spec: dict, where: str = 'grid', base_dir=None) -> Grid:
         if names.count(r.name) > 1:
             r.name = f"{r.name}-{r.key[:6]}"; r.overrides[-1] = f"name={json.dumps(r.name)}"
             r.config = dataclasses.replace(r.config, name=r.name)
-    return Grid(name, runs, axes_all, notebook, dict(params), cfg_path, None, spec)
+    pre = _link_pretrained(runs, _pretrainings(spec, top, cfg_path, where), where)
+    return Grid(name, runs, axes_all, notebook, dict(params), cfg_path, None, spec, pre)
 
 def load_grid(grid) -> Grid:
     "A `Grid` from a YAML file, a mapping, or a built-in name ('default', 'default-quick')."
@@ -260,10 +337,11 @@ def check_folder(grid: Grid, out) -> None:
             raise DpmedError(f"{out}: holds the results of grid {prev.get('grid')!r} ({n} finished runs), not of "
                              f"{grid.name!r}; choose another output folder (nothing was changed)")
     bad = []
-    for r in grid.runs:
-        if finished(out, r.name):
-            d = _diff(identity(run_config(out / r.name)), identity(r.config))
-            if d: bad.append(f"{r.name} ({'; '.join(d[:3])}{'; ...' if len(d) > 3 else ''})")
+    for folder, r in [(out / 'pretrain', r) for r in grid.pretrain.values()] + [(out, r) for r in grid.runs]:
+        if finished(folder, r.name):
+            d = _diff(identity(run_config(folder / r.name)), identity(r.config))
+            name = f"pretrain/{r.name}" if folder != out else r.name
+            if d: bad.append(f"{name} ({'; '.join(d[:3])}{'; ...' if len(d) > 3 else ''})")
     if bad:
         raise DpmedError(f"{out}: {len(bad)} finished run(s) were trained with other settings than {grid.name!r} asks for: "
                          f"{', '.join(bad[:3])}{', ...' if len(bad) > 3 else ''}. This folder holds the results of a "
@@ -273,6 +351,7 @@ def write_sweep_json(grid: Grid, out) -> Path:
     return write_json(Path(out) / 'sweep.json', {'grid': grid.name, 'fingerprint': grid.fingerprint,
                                                  'grid_file': str(grid.path) if grid.path else None,
                                                  'axes': grid.axes, 'runs': [r.name for r in grid.runs],
+                                                 'pretrain': [f'pretrain/{n}' for n in grid.pretrain],
                                                  'spec': grid.spec})
 
 # %% ../nbs/11a_sweep.ipynb #c51d5b0c
@@ -378,13 +457,17 @@ def shard_runs(runs: list, shard) -> list:
     return [r for k, r in enumerate(runs) if k % n == i - 1]
 
 # %% ../nbs/11a_sweep.ipynb #7aea4991
-def results_table(grid: Grid, out) -> pd.DataFrame | None:
-    "One row per finished run of `grid` in `out`, grid values first; None when none has finished."
+def results_table(grid: Grid, out, pretrain: bool = False) -> pd.DataFrame | None:
+    """One row per finished run of `grid` in `out`, grid values first, with its `stage` (single: from scratch,
+    finetune) and `pretrained` (the pretraining's name, or ''); None when none has finished.
+    `pretrain=True`: the table of the pretrainings instead (stage pretrain), kept apart so figures never mix them in."""
     out = Path(out); rows = []
-    for r in grid.runs:
-        if not finished(out, r.name): continue
-        rows.append({'run': r.name, **{k: r.values.get(k) for k in grid.axes},
-                     **{k: v for k, v in run_row(out / r.name, out).items() if k != 'run'}})
+    todo = [(out / 'pretrain', r) for r in grid.pretrain.values()] if pretrain else [(out, r) for r in grid.runs]
+    for folder, r in todo:
+        if not finished(folder, r.name): continue
+        row = run_row(folder / r.name, out)
+        rows.append({'run': r.name, **{k: r.values.get(k) for k in grid.axes}, 'stage': r.stage,
+                     **{k: v for k, v in row.items() if k != 'run'}})
     return pd.DataFrame(rows) if rows else None
 
 def _duration(run_dir: Path):
@@ -395,20 +478,24 @@ def _duration(run_dir: Path):
     return None
 
 def status_table(grid: Grid, out, shard=None) -> pd.DataFrame:
-    out = Path(out); mine = {r.name for r in shard_runs(grid.runs, shard)}; rows = []
-    for r in grid.runs:
-        err = out / '_failed' / r.name / 'error.json'
-        if finished(out, r.name): st, e, sec = 'finished', '', _duration(out / r.name)
-        elif lock_holder(out / '.locks' / f"{r.name}.lock"): st, e, sec = 'running', '', None
+    out = Path(out); mine_runs = shard_runs(grid.runs, shard); rows = []
+    mine = {r.name for r in mine_runs} | {f"pretrain/{r.pretrain}" for r in mine_runs if r.pretrain}
+    todo = [(out / 'pretrain', r, f"pretrain/{r.name}") for r in grid.pretrain.values()] + [(out, r, r.name) for r in grid.runs]
+    for folder, r, label in todo:
+        err = folder / '_failed' / r.name / 'error.json'
+        if finished(folder, r.name): st, e, sec = 'finished', '', _duration(folder / r.name)
+        elif lock_holder(folder / '.locks' / f"{r.name}.lock"): st, e, sec = 'running', '', None
         elif err.exists(): j = read_json(err); st, e, sec = 'failed', j.get('error', ''), j.get('seconds')
         else: st, e, sec = 'pending', '', None
-        rows.append({'run': r.name, 'in_this_shard': r.name in mine, 'status': st, 'seconds': sec, 'error': e})
+        rows.append({'run': label, 'stage': r.stage, 'in_this_shard': label in mine, 'status': st, 'seconds': sec, 'error': e})
     return pd.DataFrame(rows)
 
 def write_tables(grid: Grid, out, shard=None) -> pd.DataFrame | None:
     out = Path(out)
     df = results_table(grid, out)
     if df is not None: write_results(df, out / 'results.csv')
+    pre = results_table(grid, out, pretrain=True) if grid.pretrain else None
+    if pre is not None: write_results(pre, out / 'pretrain.csv')
     atomic_write_text(out / 'status.csv', status_table(grid, out, shard).to_csv(index=False))
     return df
 
@@ -472,9 +559,53 @@ def _summary(out: Path, name: str) -> str:
         return f"  AUROC {m['auroc_mean']:.3f}  eps {e if isinstance(e, str) else f'{e:.2f}'}"
     except Exception: return ''
 
+def resolve_pretrained(r: Run, out) -> Run:
+    "A fine-tune with `model.pretrained: pretrain:NAME` pointed at the pretraining's run directory OUT/pretrain/NAME."
+    if not r.pretrain: return r
+    path = str((Path(out) / 'pretrain' / r.pretrain).resolve())
+    ov = [o for o in r.overrides if not o.startswith('model.pretrained=')]
+    ov.insert(len(ov) - 1, f"model.pretrained={json.dumps(path)}")          # before name=..., which stays last
+    cfg = dataclasses.replace(r.config, model=dataclasses.replace(r.config.model, pretrained=path))
+    return dataclasses.replace(r, overrides=ov, config=cfg)
+
+def _execute_all(tasks: list, jobs: int, args, handle, wait_for_busy: bool, poll_seconds: float) -> None:
+    """Execute (folder, run, label) tasks, in a pool of `jobs` processes when jobs > 1; then wait for those another
+    live process holds (and take over any whose holder died). `handle(result)` after each."""
+    done = set()
+    def report(res, label):
+        res = {**res, 'name': label}
+        if res['status'] in ('finished', 'failed'): done.add(label)
+        handle(res)
+    if jobs == 1 or len(tasks) <= 1:
+        for t in tasks: report(execute_run(*args(t)), t[2])
+    else:
+        import multiprocessing as mp
+        from concurrent.futures import ProcessPoolExecutor, as_completed
+        ex = ProcessPoolExecutor(jobs, mp_context=mp.get_context('spawn'), initializer=_init_worker,
+                                 initargs=(max(1, _cpus() // jobs),))
+        try:
+            futs = {ex.submit(execute_run, *args(t)): t for t in tasks}
+            for f in as_completed(futs): report(f.result(), futs[f][2])
+        except BaseException:                        # interrupted: stop the workers (their kernels follow them)
+            procs = list((getattr(ex, '_processes', None) or {}).values())
+            for p in procs:
+                with contextlib.suppress(Exception): p.terminate()
+            ex.shutdown(wait=False, cancel_futures=True)
+            raise
+        ex.shutdown(wait=True)
+    busy = [t for t in tasks if t[2] not in done and not finished(t[0], t[1].name)]
+    while wait_for_busy and busy:                   # held by another live process: wait, then take over if it died
+        time.sleep(poll_seconds)
+        for t in list(busy):
+            if finished(t[0], t[1].name):
+                busy.remove(t); handle({'name': t[2], 'status': 'skipped', 'seconds': 0.0, 'error': None, 'was_busy': True})
+            elif lock_holder(t[0] / '.locks' / f"{t[1].name}.lock") is None:
+                busy.remove(t); report({**execute_run(*args(t)), 'was_busy': True}, t[2])
+
 def run_sweep(grid, out=None, jobs: int = 1, shard=None, progress: bool = True, retry_failed: bool = True,
               wait_for_busy: bool = True, poll_seconds: float = 5.0) -> SweepResult:
-    "Execute the unfinished runs of `grid` (this shard) into `out`; returns tables and what happened."
+    """Execute the unfinished runs of `grid` (this shard) into `out`; returns tables and what happened.
+    First each pretraining these runs refer to (once, in OUT/pretrain/NAME, locked like any run), then the runs."""
     grid = load_grid(grid)
     out = Path(out) if out is not None else Path('runs') / grid.name
     jobs = int(jobs or 1)
@@ -483,57 +614,44 @@ def run_sweep(grid, out=None, jobs: int = 1, shard=None, progress: bool = True, 
     out.mkdir(parents=True, exist_ok=True)
     check_folder(grid, out)
     write_sweep_json(grid, out)
-    mine = shard_runs(grid.runs, (i, n))
-    todo = [r for r in mine if not finished(out, r.name)
-            and (retry_failed or not (out / '_failed' / r.name / 'error.json').exists())]
-    todo.sort(key=lambda r: -run_cost(r.config))      # longest first: the parallel jobs end together
-    pr = Progress(len(mine), jobs, progress)
-    pr.done = len(mine) - len([r for r in mine if not finished(out, r.name)])
-    pr.failed = len([r for r in mine if not finished(out, r.name) and r not in todo])
+    mine = [resolve_pretrained(r, out) for r in shard_runs(grid.runs, (i, n))]
+    want = lambda folder, r: not finished(folder, r.name) and (retry_failed or not (folder / '_failed' / r.name / 'error.json').exists())
+    pre_dir = out / 'pretrain'
+    pre = [grid.pretrain[pn] for pn in dict.fromkeys(r.pretrain for r in mine if r.pretrain and not finished(out, r.name))]
+    pre_todo = [(pre_dir, r, f"pretrain/{r.name}") for r in pre if want(pre_dir, r)]
+    todo = sorted([(out, r, r.name) for r in mine if want(out, r)], key=lambda t: -run_cost(t[1].config))   # longest first
+    pr = Progress(len(mine) + len(pre), jobs, progress)
+    pr.done = sum(finished(out, r.name) for r in mine) + sum(finished(pre_dir, r.name) for r in pre)
+    pr.failed = len(mine) + len(pre) - pr.done - len(todo) - len(pre_todo)
     if progress:
         print(f"sweep {grid.name}: {len(grid.runs)} runs" + (f", shard {i}/{n}: {len(mine)}" if n > 1 else '')
-              + f"; {pr.done} finished earlier, {len(todo)} to run with {min(jobs, max(1, len(todo)))} job(s) -> {out}",
-              file=sys.stderr, flush=True)
+              + (f" and {len(pre)} pretraining(s)" if pre else '')
+              + f"; {pr.done} finished earlier, {len(todo) + len(pre_todo)} to run with "
+              + f"{min(jobs, max(1, len(todo)))} job(s) -> {out}", file=sys.stderr, flush=True)
     ran, cwd = [], os.getcwd()
-    args = lambda r: (str(out.resolve()), r.name, r.overrides, str(grid.config_path) if grid.config_path else None,
+    args = lambda t: (str(t[0].resolve()), t[1].name, t[1].overrides, str(grid.config_path) if grid.config_path else None,
                       grid.notebook, cwd, grid.parameters)
     def handle(res):
         if res['status'] in ('finished', 'failed'): ran.append(res['name'])
+        if res.pop('was_busy', False): pr.busy -= 1
         write_tables(grid, out, (i, n))
         pr.update(res, _summary(out, res['name']) if res['status'] == 'finished' else '')
-    if jobs == 1 or len(todo) <= 1:
-        for r in todo: handle(execute_run(*args(r)))
-    else:
-        import multiprocessing as mp
-        from concurrent.futures import ProcessPoolExecutor, as_completed
-        ex = ProcessPoolExecutor(jobs, mp_context=mp.get_context('spawn'), initializer=_init_worker,
-                                 initargs=(max(1, _cpus() // jobs),))
-        try:
-            futs = [ex.submit(execute_run, *args(r)) for r in todo]
-            for f in as_completed(futs): handle(f.result())
-        except BaseException:                        # interrupted: stop the workers (their kernels follow them)
-            procs = list((getattr(ex, '_processes', None) or {}).values())
-            for p in procs:
-                with contextlib.suppress(Exception): p.terminate()
-            ex.shutdown(wait=False, cancel_futures=True)
-            raise
-        ex.shutdown(wait=True)
-    busy = [r for r in todo if r.name not in ran and not finished(out, r.name)]
-    while wait_for_busy and busy:                   # held by another live process: wait, then take over if it died
-        time.sleep(poll_seconds)
-        for r in list(busy):
-            if finished(out, r.name): busy.remove(r); pr.busy -= 1; handle({'name': r.name, 'status': 'skipped', 'seconds': 0.0, 'error': None})
-            elif lock_holder(out / '.locks' / f"{r.name}.lock") is None:
-                busy.remove(r); pr.busy -= 1; handle(execute_run(*args(r)))
+    kw = dict(jobs=jobs, args=args, handle=handle, wait_for_busy=wait_for_busy, poll_seconds=poll_seconds)
+    _execute_all(pre_todo, **kw)
+    blocked = {r.name for r in pre if not finished(pre_dir, r.name)}       # fine-tunes of these cannot start
+    _execute_all([t for t in todo if t[1].pretrain not in blocked], **kw)
     df = write_tables(grid, out, (i, n))
     failed = {}
-    for r in mine:
-        e = out / '_failed' / r.name / 'error.json'
-        if not finished(out, r.name) and e.exists(): failed[r.name] = read_json(e).get('error', '')
+    for folder, r, label in [(pre_dir, r, f"pretrain/{r.name}") for r in pre] + [(out, r, r.name) for r in mine]:
+        e = folder / '_failed' / r.name / 'error.json'
+        if not finished(folder, r.name) and e.exists(): failed[label] = read_json(e).get('error', '')
+        elif not finished(folder, r.name) and r.pretrain in blocked:
+            failed[label] = f"not run: its pretraining pretrain/{r.pretrain} did not finish"
     if progress:
         print(f"sweep {grid.name}: {sum(finished(out, r.name) for r in mine)}/{len(mine)} finished, {len(failed)} failed"
               f"; results: {out / 'results.csv'}", file=sys.stderr, flush=True)
     return SweepResult(grid, out, df, [r.name for r in mine if finished(out, r.name)], failed, ran)
+
 
 # %% ../nbs/11a_sweep.ipynb #ba68fe4a
 def merge_sweeps(grid, out, sources, progress: bool = True) -> SweepResult:
@@ -546,17 +664,19 @@ def merge_sweeps(grid, out, sources, progress: bool = True) -> SweepResult:
     check_folder(grid, out)
     write_sweep_json(grid, out)
     copied = []
-    for r in grid.runs:
-        have = [s for s in sources if finished(s, r.name)]
-        if finished(out, r.name) or not have: continue
+    for sub, r in [('pretrain', r) for r in grid.pretrain.values()] + [('', r) for r in grid.runs]:
+        name = f"{sub}/{r.name}" if sub else r.name
+        have = [s for s in sources if finished(s / sub, r.name)]
+        if finished(out / sub, r.name) or not have: continue
         for s in have[1:]:
-            a, b = read_json(have[0] / r.name / 'metrics.json'), read_json(s / r.name / 'metrics.json')
+            a, b = read_json(have[0] / name / 'metrics.json'), read_json(s / name / 'metrics.json')
             if a.get('auroc') != b.get('auroc'):
-                raise DpmedError(f"{r.name}: finished in {have[0]} and {s} with different results; "
+                raise DpmedError(f"{name}: finished in {have[0]} and {s} with different results; "
                                  "keep one of them (nothing was copied)")
-        tmp = out / f".{r.name}.merge.partial"
+        (out / sub).mkdir(parents=True, exist_ok=True)
+        tmp = out / sub / f".{r.name}.merge.partial"
         shutil.rmtree(tmp, ignore_errors=True)
-        shutil.copytree(have[0] / r.name, tmp); os.replace(tmp, out / r.name); copied.append(r.name)
+        shutil.copytree(have[0] / name, tmp); os.replace(tmp, out / name); copied.append(name)
     df = write_tables(grid, out)
     missing = [r.name for r in grid.runs if not finished(out, r.name)]
     if progress:
@@ -569,7 +689,9 @@ def merge_sweeps(grid, out, sources, progress: bool = True) -> SweepResult:
 def _sigterm(signum, frame):
     raise KeyboardInterrupt
 
-def _sweep_cli(args) -> int:
+def _cmd_sweep(args) -> int:
+    "dpmed sweep: run (a shard of) a grid, --merge shard folders, or --list its runs."
+    from dpmed.cli import print_json
     import signal
     if threading.current_thread() is threading.main_thread(): signal.signal(signal.SIGTERM, _sigterm)
     grid = load_grid(args.grid)
@@ -577,10 +699,13 @@ def _sweep_cli(args) -> int:
     if args.list:
         mine = {r.name for r in shard_runs(grid.runs, args.shard)}
         st = status_table(grid, out, args.shard) if out.exists() else None
-        for k, r in enumerate(grid.runs):
-            if r.name not in mine: continue
-            state = st.status.iloc[k] if st is not None else 'pending'
-            print(f"{r.name:<40} {state:<9} " + ' '.join(f"{a}={r.values.get(a)}" for a in grid.axes))
+        state = dict(zip(st.run, st.status)) if st is not None else {}
+        rows = [{'run': f"pretrain/{r.name}", 'status': state.get(f"pretrain/{r.name}", 'pending')}
+                for r in grid.pretrain.values()]
+        rows += [{'run': r.name, 'status': state.get(r.name, 'pending'), **{a: r.values.get(a) for a in grid.axes}}
+                 for r in grid.runs if r.name in mine]
+        if args.json: print_json({'grid': grid.name, 'out': str(out), 'runs': rows}); return 0
+        for r in rows: print(f"{r['run']:<40} {r['status']:<9} " + ' '.join(f"{a}={r[a]}" for a in grid.axes if a in r))
         return 0
     if args.merge:
         res = merge_sweeps(grid, out, args.merge, progress=not args.quiet)
@@ -588,7 +713,10 @@ def _sweep_cli(args) -> int:
         return 1 if missing else 0
     res = run_sweep(grid, out, jobs=args.jobs, shard=args.shard, progress=not args.quiet,
                     retry_failed=not args.no_retry)
-    if res.results is not None and not args.quiet:
+    if args.json:
+        print_json({'out': str(out), 'ran': res.ran, 'failed': sorted(res.failed),
+                    'results': None if res.results is None else res.results.to_dict('records')})
+    elif res.results is not None and not args.quiet:
         cols = ['run'] + [c for c in ('epsilon', 'auroc_mean', 'auroc_mean_ci_low', 'auroc_mean_ci_high') if c in res.results]
         print(res.results[cols].to_string(index=False, float_format=lambda v: f'{v:.4f}'))
     if res.failed:
@@ -597,18 +725,3 @@ def _sweep_cli(args) -> int:
               file=sys.stderr)
         return 1
     return 0
-
-def register_cli(subparsers):
-    p = subparsers.add_parser('sweep', help='run a grid of experiments as papermill notebooks -> runs + results.csv (resumable)',
-                              description='Expand a YAML grid into runs and execute each with papermill. Finished runs are '
-                              'skipped, interrupted ones resumed from their last checkpoint, failed ones recorded in OUT/_failed while the sweep '
-                              'goes on. Built-in grids: default, default-quick.')
-    p.add_argument('grid', help='grid file (YAML), or a built-in grid name')
-    p.add_argument('--out', help='sweep folder (default runs/<grid name>)')
-    p.add_argument('--jobs', type=int, default=1, metavar='N', help='runs in parallel processes (default 1)')
-    p.add_argument('--shard', metavar='i/n', help='run only shard i of n (1-based), e.g. for cluster array jobs')
-    p.add_argument('--merge', nargs='+', metavar='DIR', help='do not train: merge the finished runs of these shard folders into --out')
-    p.add_argument('--list', action='store_true', help='print the runs of the grid (and their state) and exit')
-    p.add_argument('--no-retry', action='store_true', help='do not retry runs that failed in an earlier attempt')
-    p.add_argument('--quiet', action='store_true', help='no progress lines')
-    p.set_defaults(func=_sweep_cli)

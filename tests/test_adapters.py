@@ -1,6 +1,6 @@
 """Adapters: each source, as it ships, becomes a manifest that builds into an ImageSet.
 
-Real files from ../shared/data where they exist (NIH 1,000 set and metadata, PneumoniaMNIST, AdrenalMNIST3D);
+Real files from the embedded data/ (NIH 1,000 set, PneumoniaMNIST, AdrenalMNIST3D), in every clone;
 otherwise small fixtures written here in the source's exact format. Expected values are computed from the
 fixture tables with plain pandas/numpy, not with dpmed."""
 import argparse, json, warnings
@@ -12,23 +12,14 @@ import pytest
 import yaml
 from PIL import Image
 
+from dpmed.cli import build_parser
 from dpmed.core import DpmedError
 from dpmed.config import load_config, PAPER_CXR_LABELS
 from dpmed import adapters as A
 from dpmed import data as D
 from dicom_fixture import write_dicom
 
-SHARED = Path(__file__).resolve().parents[1].parent / 'shared' / 'data'
-NIH_NPZ = SHARED / 'nih_cxr14_1000_64px' / 'nih_cxr14_1000_64.npz'
-NIH_META = SHARED / 'nih_cxr14_metadata' / 'Data_Entry_2017_v2020.csv.gz'
-PNEU = SHARED / 'pneumoniamnist' / 'pneumoniamnist_28.npz'
-ADRENAL = SHARED / 'adrenalmnist3d' / 'adrenalmnist3d.npz'
-
-
-def skip_unless(*paths):
-    missing = [str(p) for p in paths if not p.exists()]
-    return pytest.mark.skipif(bool(missing), reason=f"shared data not found: {', '.join(missing)} "
-                                                     f"(expected ../shared/data from the repo root)")
+from conftest import NIH_NPZ, PNEU, ADRENAL, NIH_EXTRA_ROWS
 
 
 def build(manifest, tmp, *sets):
@@ -54,14 +45,13 @@ def gray(path, value=100, size=(24, 20), mode=None):
 
 
 # ---------------------------------------------------------------- NIH ChestX-ray14
-@skip_unless(NIH_NPZ, NIH_META)
-def test_nih_real_1000(tmp_path):
-    m = A.adapt_nih(NIH_META, NIH_NPZ, tmp_path / 'nih')
+def test_nih_real_1000(tmp_path, nih_data_entry):
+    m = A.adapt_nih(nih_data_entry, NIH_NPZ, tmp_path / 'nih')
     t = pd.read_csv(m)
     rep = json.loads((tmp_path / 'nih' / 'adapter.json').read_text())
-    assert len(t) == 1000 and t.patient_id.nunique() == 264 and rep['skipped_no_image'] == 111120
+    assert len(t) == 1000 and t.patient_id.nunique() == 264 and rep['skipped_no_image'] == NIH_EXTRA_ROWS
     assert t.sex.isin(['F', 'M']).all() and t.age.notna().all() and t.age.between(0, 120).all()
-    meta = pd.read_csv(NIH_META).set_index('Image Index').loc[t['id']]
+    meta = pd.read_csv(nih_data_entry).set_index('Image Index').loc[t['id']]
     assert (t.age.to_numpy() == meta['Patient Age'].to_numpy()).all()
     assert (t.sex.to_numpy() == meta['Patient Gender'].to_numpy()).all()
     assert (t.effusion.to_numpy() == meta['Finding Labels'].str.contains('Effusion').to_numpy()).all()
@@ -292,7 +282,6 @@ def test_uka_bad_grade(tmp_path):
 
 
 # ---------------------------------------------------------------- MedMNIST
-@skip_unless(PNEU)
 def test_pneumoniamnist_real(tmp_path):
     m = A.adapt_medmnist(PNEU, tmp_path / 'pn')
     s, cfg = build(m, tmp_path)
@@ -304,7 +293,6 @@ def test_pneumoniamnist_real(tmp_path):
         assert np.array_equal(part.labels[:, 0], z[f'{sp}_labels'][:, 0])
 
 
-@skip_unless(ADRENAL)
 def test_adrenalmnist3d_real(tmp_path):
     m = A.adapt_medmnist(ADRENAL, tmp_path / 'ad')
     s, cfg = build(m, tmp_path)
@@ -360,7 +348,7 @@ def test_ct_folder(tmp_path):
 # ---------------------------------------------------------------- convert CLI
 def test_convert_cli(tmp_path, capsys):
     uka_fixture(tmp_path)
-    p = argparse.ArgumentParser(prog='dpmed'); D.register_cli(p.add_subparsers(dest='command'))
+    p = build_parser()
     args = p.parse_args(['data', 'convert', 'uka', str(tmp_path / 'final_UKA_master_list.csv'),
                          str(tmp_path / 'UKA_preprocessed'), '--threshold', '4', '--out', str(tmp_path / 'o')])
     assert args.func(args) == 0

@@ -1,7 +1,7 @@
 """Data layer: manifest checks (every bad-input case), readers, preprocessing, splits, cache, validate CLI.
 
 References are independent of dpmed: Pillow and NumPy for pixels, nibabel's canonical reorientation for
-MONAI's, naive loops for splits, the shared NIH arrays for the real-data manifest."""
+MONAI's, naive loops for splits, the embedded NIH arrays (data/) for the real-data manifest."""
 import argparse, os, warnings
 from pathlib import Path
 
@@ -11,15 +11,14 @@ import pytest
 import torch
 from PIL import Image
 
+from dpmed.cli import build_parser
 from dpmed.core import DpmedError
 from dpmed.config import DataConfig, load_config
 from dicom_fixture import write_dicom
 from dpmed.imageset import patient_split
 from dpmed import data as D
 
-SHARED = Path(__file__).resolve().parents[1].parent / 'shared' / 'data'
-NIH_NPZ = SHARED / 'nih_cxr14_1000_64px' / 'nih_cxr14_1000_64.npz'
-NIH_META = SHARED / 'nih_cxr14_metadata' / 'Data_Entry_2017_v2020.csv.gz'
+from conftest import NIH_NPZ, NIH_CSV, PNEU, ADRENAL
 
 
 # ---------------------------------------------------------------- fixtures
@@ -77,7 +76,9 @@ def test_missing_image_file(tmp_path):
 def test_corrupt_image(tmp_path):
     df = png_set(tmp_path, 8)
     raw = (tmp_path / 'im3.png').read_bytes()
-    (tmp_path / 'im3.png').write_bytes(raw[:len(raw) // 2])            # truncated PNG
+    (tmp_path / 'im3.png').write_bytes(raw[:len(raw) // 2])            # truncated PNG: caught by its missing end chunk
+    expect_error(cfg_for(tmp_path, df), 'row 4', "field 'path'", 'im3.png', 'truncated PNG')
+    (tmp_path / 'im3.png').write_bytes(raw[:60] + bytes(len(raw) - 72) + raw[-12:])   # intact ends, corrupt pixels
     expect_error(cfg_for(tmp_path, df), 'row 4', "field 'path'", 'im3.png', 'cannot decode')
 
 
@@ -99,7 +100,9 @@ def test_wrong_dimensionality(tmp_path):
     df.loc[4, 'path'] = 'vol.npy'
     expect_error(cfg_for(tmp_path, df), 'row 5', "field 'path'", 'expected a 2D image', '(10, 12, 14)')
     # and a 2D image in a 3D data set
-    df3 = df.copy(); df3['path'] = 'vol.npy'; df3.loc[1, 'path'] = 'im1.png'
+    df3 = df.copy()                                   # one volume file per row: a file listed twice is refused
+    for i in range(len(df3)): np.save(tmp_path / f'vol{i}.npy', np.zeros((10, 12, 14), np.uint8))
+    df3['path'] = [f'vol{i}.npy' for i in range(len(df3))]; df3.loc[1, 'path'] = 'im1.png'
     expect_error(cfg_for(tmp_path, df3, 'm3.csv', spatial_dims=3), 'm3.csv row 2', 'expected a 3D volume')
 
 
@@ -110,11 +113,14 @@ def test_bad_age(tmp_path, value, why):
     expect_error(cfg_for(tmp_path, df), 'row 7', "field 'age'", why)
 
 
-def test_unknown_sex(tmp_path):
+def test_other_sex_codes_are_their_own_group_and_missing_is_an_error(tmp_path):
     df = png_set(tmp_path, 8)
-    df.loc[1, 'sex'] = 'X'
-    msg = expect_error(cfg_for(tmp_path, df), 'row 2', "field 'sex'", "'X'")
-    assert 'accepted codes: F, M' in msg
+    df.loc[1, 'sex'] = 'x'; df.loc[3, 'sex'] = 'U'
+    assert build(cfg_for(tmp_path, df)).meta.sex.tolist() == ['F', 'X', 'F', 'U', 'F', 'M', 'F', 'M']
+    (tmp_path / 'm').mkdir(); df = png_set(tmp_path / 'm', 8)
+    df.loc[1, 'sex'] = None
+    msg = expect_error(cfg_for(tmp_path / 'm', df), 'row 2', "field 'sex'", 'missing sex')
+    assert 'F, M' in msg
 
 
 def test_sex_codes_normalised(tmp_path):
@@ -168,9 +174,16 @@ def test_subgroup_without_test_members_warns(tmp_path):
     assert len(s) == 12                                     # a warning, not an error
 
 
-def test_subgroup_column_missing_is_an_error(tmp_path):
+def test_subgroup_column_missing_is_skipped_and_said(tmp_path):
+    "A declared subgroup whose column the data lacks is skipped (the default sex/age work on any data), with a warning."
+    from dpmed.datasets import load_dataset
     df = png_set(tmp_path, 8)
-    expect_error(cfg_for(tmp_path, df, subgroups=[{'name': 'eth', 'column': 'ethnicity'}]), "'ethnicity'")
+    cfg = cfg_for(tmp_path, df, subgroups=[{'name': 'sex', 'column': 'sex'}, {'name': 'eth', 'column': 'ethnicity'}])
+    with pytest.warns(D.DataWarning, match=r"subgroup 'eth' skipped \(column 'ethnicity' not in the data\)"):
+        s = load_dataset(cfg)
+    assert s.skipped_subgroups == [{'name': 'eth', 'column': 'ethnicity', 'reason': "column 'ethnicity' not in the data"}]
+    assert 'sex' in s.meta and 'eth' not in s.meta
+    assert s.split('test').skipped_subgroups == s.skipped_subgroups          # subsets keep the record
 
 
 def test_npz_reference_errors(tmp_path):
@@ -431,15 +444,13 @@ def test_augment_brightness_and_identity():
 
 # ---------------------------------------------------------------- validate CLI
 def _parser():
-    p = argparse.ArgumentParser(prog='dpmed')
-    D.register_cli(p.add_subparsers(dest='command'))
-    return p
+    return build_parser()
 
 
 def test_validate_cli_counts_and_figure(tmp_path, capsys):
     df = png_set(tmp_path, 24)
     df.to_csv(tmp_path / 'm.csv', index=False)
-    args = _parser().parse_args(['data', 'validate', str(tmp_path / 'm.csv'), '--labels', 'a,b',
+    args = _parser().parse_args(['data', 'validate', str(tmp_path / 'm.csv'), '--labels', 'a', 'b',
                                  '--figure', str(tmp_path / 'f.png'),
                                  '--set', 'data.subgroups=[{name: sex, column: sex}, {name: age_group, column: age, bins: [0, 40, 100]}]'])
     assert args.func(args) == 0
@@ -463,7 +474,8 @@ def test_validate_cli_bad_manifest(tmp_path):
 
 def test_validate_decode_finds_corrupt(tmp_path):
     df = png_set(tmp_path, 20)
-    (tmp_path / 'im1.png').write_bytes(b'junk')
+    raw = (tmp_path / 'im1.png').read_bytes()
+    (tmp_path / 'im1.png').write_bytes(raw[:60] + bytes(len(raw) - 72) + raw[-12:])   # headers fine, pixels corrupt
     df.to_csv(tmp_path / 'm.csv', index=False)
     args = _parser().parse_args(['data', 'validate', str(tmp_path / 'm.csv'), '--labels', 'a', '--no-figure', '--decode',
                                  '--set', 'data.subgroups=[]'])
@@ -472,14 +484,9 @@ def test_validate_decode_finds_corrupt(tmp_path):
 
 
 # ---------------------------------------------------------------- real data
-needs_nih = pytest.mark.skipif(not (NIH_NPZ.exists() and NIH_META.exists()),
-                               reason=f'shared NIH data not found at {SHARED} (../shared/data from the repo root)')
-
-
-@needs_nih
-def test_nih_1000_manifest_real(tmp_path):
+def test_nih_1000_manifest_real(tmp_path, nih_data_entry):
     from dpmed.adapters import adapt_nih
-    m = adapt_nih(NIH_META, NIH_NPZ, tmp_path / 'nih')
+    m = adapt_nih(nih_data_entry, NIH_NPZ, tmp_path / 'nih')
     cfg = load_config(tmp_path / 'nih' / 'dataset.yaml', [f'data.cache_dir={tmp_path / "cache"}'])
     s = build(cfg.data)
     z = np.load(NIH_NPZ)
@@ -494,11 +501,10 @@ def test_nih_1000_manifest_real(tmp_path):
     assert all(pats.values())
 
 
-@needs_nih
-def test_nih_trains_end_to_end_through_dpmed_train(tmp_path):
-    cli = pytest.importorskip('dpmed.cli', reason='the dpmed command line (lead) is not there yet')
+def test_nih_trains_end_to_end_through_dpmed_train(tmp_path, nih_data_entry):
+    from dpmed import cli
     from dpmed.adapters import adapt_nih
-    adapt_nih(NIH_META, NIH_NPZ, tmp_path / 'nih')
+    adapt_nih(nih_data_entry, NIH_NPZ, tmp_path / 'nih')
     run = tmp_path / 'run'
     rc = cli.main(['train', str(tmp_path / 'nih' / 'dataset.yaml'), '--set', 'data.image_size=32',
                    '--set', 'data.labels=[effusion,infiltration,atelectasis]', '--set', 'train.epochs=1',
@@ -524,3 +530,69 @@ def test_stratify_by_declared_age_bins(tmp_path):
         m = build(cfg_for(tmp_path, df, subgroups=sub, stratify_by=['age_group'], stratify=False, split_seed=seed)).meta
         young = m[m.age < 30].split.value_counts()
         assert 1 <= young.get('test', 0) <= 3 and 1 <= young.get('val', 0) <= 3, (seed, young)
+
+
+# ---------------------------------------------------------------- the embedded real sets, by name (no skip)
+
+BUILTIN = {'nih_cxr14_1000': dict(n=1000, shape=(1, 64, 64), labels=8, patients=264),
+           'pneumoniamnist': dict(n=5856, shape=(1, 28, 28), labels=1, splits={'train': 4708, 'val': 524, 'test': 624}),
+           'adrenalmnist3d': dict(n=1584, shape=(1, 28, 28, 28), labels=1, splits={'train': 1188, 'val': 98, 'test': 298})}
+
+
+@pytest.mark.parametrize('name', list(BUILTIN))
+def test_builtin_real_dataset_loads_by_name(name, tmp_path):
+    from dpmed.config import config_from_dict
+    from dpmed.datasets import load_dataset, DATASETS
+    want = BUILTIN[name]
+    cfg = config_from_dict({'data': {'dataset': name, 'cache_dir': str(tmp_path / 'cache')},
+                            'model': {'name': DATASETS[name].model}})
+    assert cfg.name == name and cfg.data.image_size == want['shape'][-1]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter('always')
+        s = load_dataset(cfg.data)
+    assert s.images.shape == (want['n'],) + want['shape'] and s.images.dtype == np.uint8
+    assert len(s.label_names) == want['labels'] and set(np.unique(s.labels)) == {0.0, 1.0}
+    pats = {sp: set(s.meta.patient_id[s.meta.split == sp]) for sp in ('train', 'val', 'test')}
+    assert all(pats.values()) and not (pats['train'] & pats['val'] or pats['train'] & pats['test'] or pats['val'] & pats['test'])
+    for sp in ('train', 'val', 'test'):                       # every split has both classes of every label
+        y = s.split(sp).labels
+        assert (y.sum(0) > 0).all() and (y.sum(0) < len(y)).all(), (sp, y.sum(0))
+    if 'splits' in want:                                      # MedMNIST: the official split, pixels as published
+        assert s.meta.split.value_counts().to_dict() == want['splits']
+        z = np.load(PNEU if name == 'pneumoniamnist' else ADRENAL)
+        assert np.array_equal(np.asarray(s.split('val').images)[:, 0], z['val_images'])
+        assert np.array_equal(s.split('test').labels[:, 0], z['test_labels'][:, 0])
+        assert [g['name'] for g in s.skipped_subgroups] == ['sex', 'age_group']      # no sex/age: skipped, said so
+        assert sum("skipped (column 'sex' not in the data)" in str(w.message) for w in caught) == 1
+    else:                                                     # NIH: split per patient, demographics joined from metadata.csv
+        meta = pd.read_csv(NIH_CSV).set_index('filename').loc[s.meta['id']]
+        assert s.meta.patient_id.nunique() == want['patients'] and s.skipped_subgroups == []
+        assert (s.meta.sex.to_numpy() == meta.sex.to_numpy()).all() and (s.meta.age.to_numpy() == meta.age.to_numpy()).all()
+        z = np.load(NIH_NPZ)
+        order = pd.Index(z['filenames']).get_indexer(s.meta['id'])
+        assert np.array_equal(np.asarray(s.images)[:, 0], z['images'][order])
+        names = [str(n).lower() for n in z['label_names']]
+        assert np.array_equal(s.labels, z['labels14'][order][:, [names.index(l) for l in s.label_names]])
+        assert set(s.meta.age_group.dropna()) <= {'[0,30)', '[30,60)', '[60,70)', '[70,80)', '[80,100)'}
+
+
+@pytest.mark.parametrize('name', list(BUILTIN))
+def test_builtin_real_dataset_one_private_epoch(name, tmp_path):
+    "One epoch of DP-SGD on each embedded set: runs, spends about the target epsilon, writes a named run directory."
+    from dpmed.config import config_from_dict
+    from dpmed.datasets import DATASETS
+    from dpmed.rundir import train_and_save
+    cfg = config_from_dict({'data': {'dataset': name, 'cache_dir': str(tmp_path / 'cache')},
+                            'model': {'name': DATASETS[name].model, 'width': 0.125},
+                            'privacy': {'epsilon': 8.0},
+                            'train': {'epochs': 1, 'batch_size': 128, 'physical_batch_size': 64, 'num_threads': 1,
+                                      'tensorboard': False},
+                            'eval': {'n_boot': 20}})
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore')
+        m = train_and_save(cfg, tmp_path / 'run', progress=False)
+    assert m['private'] and 0 < m['epsilon'] <= 8.0 + 1e-6 and m['dataset'] == name and m['steps'] >= 1
+    assert 0 <= m['auroc_mean'] <= 1 and m['bootstrap_unit'] == 'patient'
+    assert [g['name'] for g in m['subgroups_skipped']] == ([] if name == 'nih_cxr14_1000' else ['sex', 'age_group'])
+    pred = pd.read_csv(tmp_path / 'run' / 'predictions.csv')
+    assert ('sex' in pred) == (name == 'nih_cxr14_1000')

@@ -11,6 +11,7 @@ from sklearn.metrics import roc_auc_score, accuracy_score
 from fairlearn.metrics import (MetricFrame, selection_rate, false_negative_rate, true_positive_rate,
                                false_positive_rate, demographic_parity_difference, equalized_odds_difference)
 
+from dpmed.cli import build_parser
 from dpmed.core import DpmedError
 from dpmed import fairness as F
 from dpmed.metrics import subgroup_bootstrap, bootstrap_counts, synthetic_run
@@ -143,7 +144,7 @@ def gap_run(tmp_path_factory):
 
 
 def _parser():
-    p = argparse.ArgumentParser(); sub = p.add_subparsers(); F.register_cli(sub); return p
+    return build_parser()
 
 
 def test_fairness_run_reports_injected_gap(gap_run, tmp_path, capsys):
@@ -165,6 +166,29 @@ def test_fairness_run_reports_injected_gap(gap_run, tmp_path, capsys):
     # age groups have no injected effect: their paper SPD intervals cover 0 (mean label)
     ag = gt[(gt.attribute == 'age_group') & (gt.label == 'mean')]
     assert ((ag.paper_spd_auroc_lo <= 0.02) & (ag.paper_spd_auroc_hi >= -0.02)).all()
+
+
+def test_paper_spd_sensitivity_specificity_at_validation_threshold(gap_run, tmp_path):
+    "Paper SPD (F - M) on sensitivity and specificity at the Youden threshold of the validation set, against sklearn."
+    from sklearn.metrics import recall_score, roc_curve
+    f = F.fairness_run(gap_run, out=tmp_path, n_boot=50)
+    te = pd.read_csv(gap_run / 'predictions.csv'); va = pd.read_csv(gap_run / 'val_predictions.csv')
+    want = {'sensitivity': {}, 'specificity': {}}
+    for l in 'abc':
+        fpr, tpr, thr = roc_curve(va[f'y_true_{l}'], va[f'y_score_{l}'])
+        t = thr[np.argmax(tpr - fpr)]                             # Youden's J on validation (sklearn's thresholds)
+        for g in 'FM':
+            x = te[te.sex == g]; yt, yp = x[f'y_true_{l}'], (x[f'y_score_{l}'] >= t).astype(int)
+            want['sensitivity'].setdefault(g, []).append(recall_score(yt, yp))
+            want['specificity'].setdefault(g, []).append(recall_score(1 - yt, 1 - yp))
+    gt = f['_tables']['groups']
+    for m in ('sensitivity', 'specificity'):
+        per_label = {g: np.array(v) for g, v in want[m].items()}
+        row = gt[(gt.attribute == 'sex') & (gt.group == 'F')].set_index('label')
+        for j, l in enumerate('abc'):
+            assert math.isclose(row.loc[l, f'paper_spd_{m}'], per_label['F'][j] - per_label['M'][j], abs_tol=1e-12)
+        assert math.isclose(f['sex_spd'][m][0], per_label['F'].mean() - per_label['M'].mean(), abs_tol=1e-12)
+        assert f['sex_spd'][m][1] <= f['sex_spd'][m][0] <= f['sex_spd'][m][2]
 
 
 def test_fairness_run_bad_input(gap_run, tmp_path):

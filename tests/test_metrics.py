@@ -11,6 +11,7 @@ from sklearn.metrics import (roc_auc_score, roc_curve, confusion_matrix, accurac
                              precision_score, recall_score)
 from statsmodels.stats.proportion import proportion_confint
 
+from dpmed.cli import build_parser
 from dpmed.core import DpmedError
 from dpmed import metrics as M
 
@@ -278,7 +279,7 @@ def runs(tmp_path_factory):
 
 
 def _parser():
-    p = argparse.ArgumentParser(); sub = p.add_subparsers(); M.register_cli(sub); return p
+    return build_parser()
 
 
 def test_evaluate_run_outputs_and_values(runs, capsys):
@@ -361,12 +362,33 @@ def test_evaluate_bad_inputs(runs, tmp_path):
     with pytest.raises(DpmedError): args.func(args)
 
 
-def test_patient_bootstrap_widens_intervals_for_clustered_runs(runs, tmp_path):
+def test_bootstrap_level_is_decided_once_for_every_consumer(runs, tmp_path):
+    "evaluate, fairness and metrics.json resample patients whenever ids are known (same draws); image level on request."
+    from dpmed.fairness import run_subgroups
     d, dp, base = runs
-    a = M.evaluate_run(dp, n_boot=300, out=tmp_path / 'i')['metrics']['mean']['auroc']['ci']
-    b = M.evaluate_run(dp, n_boot=300, cluster=True, out=tmp_path / 'p')
-    assert b['bootstrap'].startswith('patient')
-    assert all(np.isfinite(b['metrics']['mean']['auroc']['ci']))
+    rp = M.load_predictions(dp)
+    assert rp.test.patient_id.duplicated().any()                  # several images per patient in this run
+    auto = M.evaluate_run(dp, n_boot=300, out=tmp_path / 'a')
+    pat = M.evaluate_run(dp, n_boot=300, bootstrap='patient', out=tmp_path / 'p')
+    img = M.evaluate_run(dp, n_boot=300, bootstrap='image', out=tmp_path / 'i')
+    assert (auto['bootstrap_unit'], pat['bootstrap_unit'], img['bootstrap_unit']) == ('patient', 'patient', 'image')
+    ci = auto['metrics']['mean']['auroc']['ci']
+    assert ci == pat['metrics']['mean']['auroc']['ci'] and ci != img['metrics']['mean']['auroc']['ci']
+    # metrics.json's summary (patient clusters, written by training) draws the very same resamples
+    y, s = rp.arrays('test')
+    ref = M.auroc_summary(y, s, rp.labels, n_boot=300, seed=0, clusters=rp.test.patient_id.to_numpy())
+    assert np.allclose(ci, ref['auroc_mean_ci'])
+    # and so does dpmed fairness (its subgroup 'all' row is the whole test set)
+    _, sb = run_subgroups(dp, n_boot=300)
+    assert 'patient-level' in sb.notes[0]
+    assert np.allclose(M.percentile_ci(sb.value('auroc')[1]), ref['auroc_mean_ci'])
+    _, sbi = run_subgroups(dp, n_boot=300, bootstrap='image')
+    assert 'image-level' in sbi.notes[0] and np.allclose(M.percentile_ci(sbi.value('auroc')[1]),
+                                                           img['metrics']['mean']['auroc']['ci'])
+    # the CLI option (parent parser of evaluate and fairness)
+    args = _parser().parse_args(['evaluate', str(dp), '--bootstrap', 'image', '--n-boot', '20', '--out', str(tmp_path / 'c')])
+    assert args.bootstrap == 'image'
+    with pytest.raises(DpmedError, match='bootstrap level'): M.evaluate_run(dp, n_boot=5, bootstrap='cluster')
 
 
 def test_holm_matches_statsmodels():

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from dpmed.cli import main
+from dpmed.cli import main, EXIT_INVALID
 from dpmed.core import DpmedError, read_json
 from dpmed.sweep import expand_grid, load_grid, merge_sweeps, run_sweep
 
@@ -73,7 +73,7 @@ def snapshot(folder):
 def test_bad_grid_is_refused_with_a_message_naming_the_key(tmp_path, grid, words):
     g = write_yaml(tmp_path / 'g.yaml', grid)
     rc, out, err = cli('sweep', g, '--out', tmp_path / 'out')
-    assert rc == 2 and err.startswith('dpmed: error: ') and len(err.strip().splitlines()) == 1, err
+    assert rc == EXIT_INVALID and err.startswith('dpmed: error: ') and len(err.strip().splitlines()) == 1, err
     assert str(g) in err and all(w in err for w in words), err
     assert not (tmp_path / 'out').exists()                      # checked before anything is written
 
@@ -81,9 +81,9 @@ def test_bad_grid_is_refused_with_a_message_naming_the_key(tmp_path, grid, words
 def test_empty_grid_file(tmp_path):
     g = tmp_path / 'g.yaml'; g.write_text('# nothing here\n')
     rc, _, err = cli('sweep', g, '--out', tmp_path / 'out')
-    assert rc == 2 and 'the grid is empty' in err and not (tmp_path / 'out').exists()
+    assert rc == EXIT_INVALID and 'the grid is empty' in err and not (tmp_path / 'out').exists()
     rc, _, err = cli('sweep', tmp_path / 'missing.yaml')
-    assert rc == 2 and 'grid file not found' in err
+    assert rc == EXIT_INVALID and 'grid file not found' in err
 
 
 def test_grid_expansion_shortcuts_nesting_and_list_valued_keys():
@@ -103,7 +103,7 @@ def test_shard_argument_errors(tmp_path):
     g = write_yaml(tmp_path / 'g.yaml', {'epsilon': [8]})
     for bad in ('0/2', '3/2', 'half'):
         rc, _, err = cli('sweep', g, '--shard', bad, '--out', tmp_path / 'out')
-        assert rc == 2 and '--shard' in err
+        assert rc == EXIT_INVALID and '--shard' in err
 
 
 # ---------------------------------------------------------------- failures are recorded, the sweep goes on
@@ -144,10 +144,10 @@ def test_folder_of_a_different_grid_is_refused_and_left_alone(tmp_path, fake_nb)
     before, files = snapshot(out), sorted(p.name for p in out.iterdir())
     other = write_yaml(tmp_path / 'other.yaml', {'name': 'two', 'notebook': str(fake_nb), 'seed': [0, 1]})
     rc, _, err = cli('sweep', other, '--out', out)
-    assert rc == 2 and "holds the results of grid 'one'" in err and '2 finished runs' in err
+    assert rc == EXIT_INVALID and "holds the results of grid 'one'" in err and '2 finished runs' in err
     changed = write_yaml(tmp_path / 'g2.yaml', {'name': 'one', 'notebook': str(fake_nb), 'seed': [0, 1], 'train.epochs': 7})
     rc, _, err = cli('sweep', changed, '--out', out)
-    assert rc == 2 and 'seed0' in err and 'train.epochs: 5 in the folder, 7 in the grid' in err
+    assert rc == EXIT_INVALID and 'seed0' in err and 'train.epochs: 5 in the folder, 7 in the grid' in err
     assert snapshot(out) == before and sorted(p.name for p in out.iterdir()) == files
     # the same grid extended by a run is fine: only the new run executes
     more = write_yaml(tmp_path / 'g3.yaml', {'name': 'one', 'notebook': str(fake_nb), 'seed': [0, 1, 2]})
@@ -201,16 +201,19 @@ def test_killed_sweep_resumes_without_redoing_finished_runs(tmp_path):
 # ---------------------------------------------------------------- two shards merge into the unsharded results
 
 def test_two_shards_merge_into_the_same_results_as_one_sweep(tmp_path):
-    g = write_yaml(tmp_path / 'g.yaml', {'name': 'sh', **TINY, 'epsilon': ['inf', 8, 2], 'seed': [3]})
-    env = {**os.environ, 'PYTHONUNBUFFERED': '1'}
-    shards = [subprocess.Popen([sys.executable, '-m', 'dpmed', 'sweep', str(g), '--shard', f'{i}/2', '--out',
-                                str(tmp_path / f's{i}'), '--quiet'], env=env, stdout=subprocess.PIPE,
-                               stderr=subprocess.STDOUT) for i in (1, 2)]
+    g = write_yaml(tmp_path / 'g.yaml', {'name': 'sh', **TINY, 'privacy.reproducible_noise': True,   # comparable noise
+                                         'train.num_threads': 1,   # and arithmetic: shards and jobs use 1 thread
+                                         'epsilon': ['inf', 8, 2], 'seed': [3]})
+    # two Slurm array tasks, the README's command line verbatim but for the grid and the shard count
+    shards = [subprocess.Popen(f'{sys.executable} -m dpmed sweep {g} --shard $SLURM_ARRAY_TASK_ID/2 '
+                               f'--out {tmp_path}/s$SLURM_ARRAY_TASK_ID --quiet', shell=True,
+                               env={**os.environ, 'PYTHONUNBUFFERED': '1', 'SLURM_ARRAY_TASK_ID': str(i)},
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT) for i in (1, 2)]
     whole = run_sweep(g, tmp_path / 'all', jobs=2, progress=False)   # meanwhile: one sweep, two parallel jobs
     for p in shards: assert p.wait() == 0, p.stdout.read().decode()[-3000:]
     assert sorted(pd.read_csv(tmp_path / 's1' / 'results.csv').run) == ['eps2_seed3', 'nonprivate_seed3']
     assert pd.read_csv(tmp_path / 's2' / 'results.csv').run.tolist() == ['eps8_seed3']
-    rc, _, err = cli('sweep', g, '--merge', tmp_path / 's1', tmp_path / 's2', '--out', tmp_path / 'merged')
+    rc, _, err = cli('sweep', g, '--merge', *sorted(tmp_path.glob('s[0-9]')), '--out', tmp_path / 'merged')   # shard*
     assert rc == 0, err
     a = pd.read_csv(tmp_path / 'all' / 'results.csv'); b = pd.read_csv(tmp_path / 'merged' / 'results.csv')
     assert a.run.tolist() == ['nonprivate_seed3', 'eps8_seed3', 'eps2_seed3'] and len(whole.ran) == 3
@@ -276,3 +279,136 @@ def test_sigterm_stops_workers_and_kernels_and_a_rerun_takes_over(tmp_path, fake
     assert sorted(r.ran) == ['seed0', 'seed1'] and not r.failed
     assert sorted(p.name for p in out.iterdir() if p.name.startswith('.')) == ['.locks']
     assert not list((out / '.locks').iterdir())
+
+
+# ---------------------------------------------------------------- pretraining: once per sweep, shared, resumable
+
+def test_pretraining_runs_once_for_its_finetunes_and_resumes(tmp_path, fake_nb):
+    g = write_yaml(tmp_path / 'g.yaml', {'name': 'pt', 'notebook': str(fake_nb),
+                                         'pretrain': {'pub': {'data.phantom': {'seed': 9}}, 'unused': {}},
+                                         'model.pretrained': [None, 'pretrain:pub'], 'epsilon': ['inf', 8]})
+    out = tmp_path / 'out'
+    r = run_sweep(g, out, progress=False)
+    assert r.ran == ['pretrain/pub'] + [x for x in r.ran if x != 'pretrain/pub'] and len(r.ran) == 5 and not r.failed
+    assert sorted(p.name for p in (out / 'pretrain').iterdir() if not p.name.startswith('.')) == ['pub']   # once; unused: never
+    pub = (out / 'pretrain' / 'pub').resolve()
+    for name in ('pre-pub_nonprivate', 'pre-pub_eps8'):
+        assert yaml.safe_load((out / name / 'config.yaml').read_text())['model']['pretrained'] == str(pub)
+    assert yaml.safe_load((out / 'pre-none_eps8' / 'config.yaml').read_text())['model']['pretrained'] is None
+    pc = yaml.safe_load((pub / 'config.yaml').read_text())
+    assert pc['privacy']['epsilon'] == 'inf' and pc['data']['phantom'] == {'seed': 9}
+    res = pd.read_csv(out / 'results.csv').set_index('run')
+    assert res.stage.to_dict() == {'pre-none_nonprivate': 'single', 'pre-none_eps8': 'single',
+                                   'pre-pub_nonprivate': 'finetune', 'pre-pub_eps8': 'finetune'}
+    assert res.pretrained.fillna('').to_dict() == {'pre-none_nonprivate': '', 'pre-none_eps8': '', 'pre-pub_nonprivate': 'pub',
+                                                   'pre-pub_eps8': 'pub'}
+    pre = pd.read_csv(out / 'pretrain.csv')
+    assert pre.run.tolist() == ['pub'] and pre.stage.tolist() == ['pretrain'] and pre.run_dir.tolist() == ['pretrain/pub']
+    st = pd.read_csv(out / 'status.csv').set_index('run')
+    assert st.status['pretrain/pub'] == 'finished' and 'pretrain/unused' not in st.index   # only what runs refer to
+    # resumable: a rerun executes nothing; a fine-tune removed is redone without redoing the pretraining
+    before = (pub / 'metrics.json').stat().st_mtime_ns
+    assert run_sweep(g, out, progress=False).ran == []
+    import shutil; shutil.rmtree(out / 'pre-pub_eps8')
+    assert run_sweep(g, out, progress=False).ran == ['pre-pub_eps8'] and (pub / 'metrics.json').stat().st_mtime_ns == before
+    # --list shows the pretraining first
+    rc, listing, _ = cli('sweep', g, '--list', '--out', out)
+    assert rc == 0 and listing.split()[0] == 'pretrain/pub'
+
+
+def test_pretraining_in_shards_and_its_failure(tmp_path, fake_nb):
+    g = write_yaml(tmp_path / 'g.yaml', {'name': 'ps', 'notebook': str(fake_nb), 'pretrain': {'pub': {}},
+                                         'model.pretrained': 'pretrain:pub', 'epsilon': ['inf', 8, 4, 2]})
+    out = tmp_path / 'out'
+    r1 = run_sweep(g, out, shard='1/2', progress=False)          # the shard that needs it trains it (under its lock)
+    r2 = run_sweep(g, out, shard='2/2', progress=False)          # the other finds it finished
+    assert r1.ran[0] == 'pretrain/pub' and 'pretrain/pub' not in r2.ran and len(r1.ran) + len(r2.ran) == 5
+    assert len(pd.read_csv(out / 'results.csv')) == 4
+    # a pretraining that fails: its fine-tunes are not started, and the report says why
+    bad = write_yaml(tmp_path / 'bad.yaml', {'name': 'pf', 'notebook': str(fake_nb), 'pretrain': {'pub': {'train.lr': 0.5}},
+                                             'model.pretrained': 'pretrain:pub', 'epsilon': [8]})
+    r = run_sweep(bad, tmp_path / 'bad', progress=False)
+    assert r.ran == ['pretrain/pub'] and 'boom' in r.failed['pretrain/pub']
+    assert 'pretraining pretrain/pub did not finish' in r.failed['eps8'] and not (tmp_path / 'bad' / 'eps8').exists()
+    assert (tmp_path / 'bad' / 'pretrain' / '_failed' / 'pub' / 'error.json').exists()
+
+
+def test_pretraining_must_be_non_private(tmp_path):
+    g = write_yaml(tmp_path / 'g.yaml', {'pretrain': {'pub': {'epsilon': 8}}, 'model.pretrained': 'pretrain:pub'})
+    rc, _, err = cli('sweep', g, '--out', tmp_path / 'out')
+    assert rc == EXIT_INVALID and 'pretrain.pub' in err and 'a pretraining is non-private' in err and not (tmp_path / 'out').exists()
+
+
+def test_empty_list_is_a_fixed_value_and_list_axes_get_readable_names(tmp_path, fake_nb):
+    g = write_yaml(tmp_path / 'g.yaml', {'name': 'e', 'notebook': str(fake_nb), 'data.subgroups': [], 'seed': [0]})
+    r = run_sweep(g, tmp_path / 'out', progress=False)
+    assert r.ran == ['seed0'] and yaml.safe_load((tmp_path / 'out' / 'seed0' / 'config.yaml').read_text())['data']['subgroups'] == []
+    names = [x.name for x in expand_grid({'data.subgroups': [[], [{'name': 'sex', 'column': 'sex'}]],
+                                          'data.labels': ['cardiomegaly', 'congestion']}).runs]
+    assert names == ['subgroups-none', 'subgroups-sex']                 # no hash in the names
+    assert [x.name for x in expand_grid({'data.labels': [['cardiomegaly', 'congestion'], ['congestion']]}).runs] == \
+        ['labels-cardiomegaly+congestion', 'labels-congestion']
+
+
+# ---------------------------------------------------------------- several datasets: one correctly named row each
+
+def _png_manifest(folder: Path, name: str, n: int = 48, seed: int = 0) -> Path:
+    "A tiny PNG dataset with sex, age and one label (two images per patient)."
+    import numpy as np
+    from PIL import Image
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed); rows = []
+    for i in range(n):
+        y = int(i % 2)
+        img = (rng.random((24, 24)) * 120 + 60 * y).astype('uint8')
+        Image.fromarray(img).save(folder / f"im{i}.png")
+        rows.append({'path': f"im{i}.png", 'patient_id': f"p{i // 2}", 'age': 30 + i, 'sex': 'FM'[(i // 2) % 2], 'effusion': y})
+    pd.DataFrame(rows).to_csv(folder / name, index=False)
+    return folder / name
+
+
+def test_sweep_over_several_datasets_names_each_row(tmp_path):
+    site_b = _png_manifest(tmp_path / 'b', 'manifest.csv')
+    (tmp_path / 'b' / 'dataset.yaml').write_text(yaml.safe_dump({'name': 'site_b', 'data': {
+        'dataset': 'manifest', 'manifest': str(site_b), 'labels': ['effusion']}}))      # as the adapters write it
+    hosp_c = _png_manifest(tmp_path / 'c', 'hospital_c.csv', seed=1)
+    fast = {'model.width': 0.125, 'eval.n_boot': 20, 'data.cache_dir': str(tmp_path / 'cache'),
+            'train': {'epochs': 1, 'batch_size': 256, 'physical_batch_size': 256, 'num_threads': 1, 'tensorboard': False}}
+    g = write_yaml(tmp_path / 'g.yaml', {'name': 'multi', **fast, 'epsilon': 'inf', 'experiments': {
+        'pneu': {'dataset': 'pneumoniamnist'},
+        'adrenal': {'dataset': 'adrenalmnist3d', 'model': 'resnet9_3d'},
+        'manifests': {'dataset': 'manifest', 'data.image_size': 16, 'data.labels': ['effusion'],
+                      'data.manifest': str(site_b)}}})
+    r = run_sweep(g, tmp_path / 'out', progress=False)
+    assert not r.failed, r.failed
+    res = pd.read_csv(tmp_path / 'out' / 'results.csv')
+    assert res.run.tolist() == ['pneu', 'adrenal', 'manifests']
+    assert res.dataset.tolist() == ['pneumoniamnist', 'adrenalmnist3d', 'site_b']        # no 'manifest'
+    assert res.stage.tolist() == ['single'] * 3
+    names = [x.name for x in expand_grid({'dataset': 'manifest', 'data.labels': ['effusion'],
+                                          'data.manifest': [str(site_b), str(hosp_c)]}).runs]
+    assert names == ['site-b', 'hospital-c']                 # a manifest axis is labelled by the datasets' names
+    m = read_json(tmp_path / 'out' / 'pneu' / 'metrics.json')
+    assert [s['name'] for s in m['subgroups_skipped']] == ['sex', 'age_group']    # the defaults, skipped, not failed
+    assert read_json(tmp_path / 'out' / 'manifests' / 'metrics.json')['subgroups_skipped'] == []
+    # `dpmed train` on a manifest's dataset config is named after the dataset (runs/site_b), not phantom_cxr
+    from dpmed.config import load_config
+    assert load_config(tmp_path / 'b' / 'dataset.yaml').name == 'site_b'
+    assert load_config(None, [f'data.dataset=manifest', f'data.manifest={hosp_c}', 'data.labels=[effusion]']).name == 'hospital_c'
+
+
+def test_public_pretraining_then_private_finetune_for_real(tmp_path):
+    "The real notebook: a non-private pretraining on another phantom cohort, loaded by the private fine-tune."
+    g = write_yaml(tmp_path / 'g.yaml', {'name': 'real-pt', **TINY, 'pretrain': {'pub': {'data.phantom': {'seed': 5}}},
+                                         'model.pretrained': 'pretrain:pub', 'epsilon': [8]})
+    out = tmp_path / 'out'
+    r = run_sweep(g, out, progress=False)
+    assert r.ran == ['pretrain/pub', 'eps8'] and not r.failed, r.failed
+    pm = read_json(out / 'pretrain' / 'pub' / 'metrics.json')
+    assert pm['private'] is False and pd.read_csv(out / 'pretrain.csv').stage.tolist() == ['pretrain']
+    fm = read_json(out / 'eps8' / 'metrics.json')
+    assert fm['private'] and fm['epsilon'] <= 8 + 1e-6
+    assert yaml.safe_load((out / 'eps8' / 'config.yaml').read_text())['model']['pretrained'] == str((out / 'pretrain' / 'pub').resolve())
+    res = pd.read_csv(out / 'results.csv')
+    assert res.stage.tolist() == ['finetune'] and res.pretrained.tolist() == ['pub']
+    assert run_sweep(g, out, progress=False).ran == []                   # resumable: nothing left to do
