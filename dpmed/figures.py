@@ -4,7 +4,7 @@
 
 # %% ../nbs/12_figures.ipynb #ca3c8655
 from __future__ import annotations
-import math, os, sys, warnings
+import math, os, re, sys, warnings
 from pathlib import Path
 
 import matplotlib
@@ -16,14 +16,17 @@ import seaborn as sns
 from .core import DpmedError, atomic_write_text, read_json
 
 # %% auto #0
-__all__ = ['DATASET_TITLES', 'NONPRIVATE', 'REQUIRED', 'set_style', 'save', 'eps_label', 'eps_colors', 'dataset_title',
-           'datasets', 'load_results', 'by_epsilon', 'plot_auroc_vs_epsilon', 'label_names', 'plot_auroc_per_label',
-           'subgroup_tables', 'spd_correlations', 'plot_subgroup_auroc', 'plot_spd_vs_epsilon', 'plot_dp_drop',
-           'plot_roc_curves', 'dataset_meta', 'plot_data_distributions', 'mia_table', 'mia_roc', 'plot_mia_roc',
-           'summary_table', 'study_figures', 'register_cli']
+__all__ = ['DATASET_TITLES', 'NONPRIVATE', 'PRETRAINED_SEP', 'REQUIRED', 'SPD_SHOWN', 'set_style', 'save', 'eps_label',
+           'eps_colors', 'dataset_title', 'slug', 'by_arm', 'datasets', 'load_results', 'by_epsilon',
+           'plot_auroc_vs_epsilon', 'label_names', 'plot_auroc_per_label', 'subgroup_tables', 'spd_correlations',
+           'plot_subgroup_auroc', 'plot_spd_vs_epsilon', 'plot_dp_drop', 'plot_roc_curves', 'dataset_meta',
+           'plot_data_distributions', 'mia_table', 'mia_roc', 'plot_mia_roc', 'summary_table', 'gap_table',
+           'fairness_summary', 'headline', 'zero_shot_results', 'study_figures']
 
 # %% ../nbs/12_figures.ipynb #0bd3e305
-DATASET_TITLES = {'phantom_cxr': 'Chest radiographs (phantom, 8 labels)', 'phantom_ct': 'Abdominal CT (phantom, 3D)'}
+DATASET_TITLES = {'phantom_cxr': 'Chest radiographs (phantom, 8 labels)', 'phantom_ct': 'Abdominal CT (phantom, 3D)',
+                  'nih_cxr14_1000': 'NIH ChestX-ray14, 1,000 images (8 findings)', 'pneumoniamnist': 'PneumoniaMNIST',
+                  'adrenalmnist3d': 'AdrenalMNIST3D (3D)'}
 NONPRIVATE = 'non-private'
 
 def set_style():
@@ -50,12 +53,29 @@ def eps_colors(eps) -> dict:
     pal = sns.color_palette('viridis', max(len(fin), 1))
     return {**{e: pal[i] for i, e in enumerate(fin)}, math.inf: (0, 0, 0)}
 
+PRETRAINED_SEP = ' + pretrained on '
+
 def dataset_title(ds: str) -> str:
-    return DATASET_TITLES.get(ds, ds)
+    "Panel title of a dataset, or of a dataset's pretrained arm ('phantom_cxr + pretrained on cxr_public')."
+    base, _, pre = str(ds).partition(PRETRAINED_SEP)
+    return DATASET_TITLES.get(base, base) + (f", pretrained on {pre}" if pre else '')
+
+def slug(ds: str) -> str:
+    "A dataset or arm name as a file-name part."
+    return re.sub(r'[^A-Za-z0-9_.-]+', '_', str(ds).replace(PRETRAINED_SEP, '_pretrained_')).strip('_')
+
+def by_arm(results: pd.DataFrame) -> pd.DataFrame:
+    "The table with every pretrained arm as its own `dataset` (for figures that show one arm per panel)."
+    pre = results['pretrained'] if 'pretrained' in results else pd.Series('', index=results.index)
+    return results.assign(dataset=[d if not p else f"{d}{PRETRAINED_SEP}{p}" for d, p in zip(results.dataset, pre)])
 
 def datasets(results: pd.DataFrame) -> list:
-    "Datasets in a stable order (the phantoms first)."
-    return sorted(dict.fromkeys(results['dataset']), key=lambda d: (list(DATASET_TITLES) + [d]).index(d))
+    "Datasets in a stable order (the phantoms first, each dataset's pretrained arms after it)."
+    order = list(DATASET_TITLES)
+    def key(d):
+        base, _, pre = str(d).partition(PRETRAINED_SEP)
+        return (order.index(base) if base in order else len(order), base if base not in order else '', pre)
+    return sorted(dict.fromkeys(results['dataset']), key=key)
 
 REQUIRED = ('run', 'dataset', 'private', 'target_epsilon', 'epsilon', 'seed', 'auroc_mean', 'auroc_mean_ci_low',
             'auroc_mean_ci_high', 'run_dir')
@@ -73,6 +93,8 @@ def load_results(results_dir) -> pd.DataFrame:
     for c in ('target_epsilon', 'epsilon'):
         df[c] = pd.to_numeric(df[c].replace({'inf': np.inf}), errors='coerce').fillna(np.inf)
     df['private'] = df['private'].astype(str).str.lower().isin(['true', '1'])
+    df['dataset'] = df['dataset'].astype(str)
+    df['pretrained'] = ['' if pd.isna(v) else str(v) for v in df['pretrained']] if 'pretrained' in df else ''
     df.loc[~df.private, ['target_epsilon', 'epsilon']] = np.inf
     df['path'] = [str(Path(r) if Path(r).is_absolute() else (f.parent / r).resolve()) for r in df['run_dir'].astype(str)]
     gone = [r for r, q in zip(df['run'], df['path']) if not Path(q).is_dir()]
@@ -92,30 +114,51 @@ def _eps_axis(ax, spent):
     ax.set_xticks(t, [f'{e:.2g}' for e in t]); ax.minorticks_off()
     ax.set_xlabel('privacy budget ε spent (log scale)')
 
-def _auroc_panel(ax, d: pd.DataFrame, col: str, title: str, ylabel: str = 'test AUROC'):
+def _arm_curve(ax, d: pd.DataFrame, col: str, color, name: str = ''):
+    "One arm (from scratch, or one pretraining): DP points with CIs and seeds, the non-private level as a dashed line."
     priv, nonp = d[d.private], d[~d.private]
+    tag = f" ({name})" if name else ''
     if len(priv):
         a = by_epsilon(priv, col)
         yerr = [a.value - a.lo, a.hi - a.value] if 'lo' in a else None
-        ax.errorbar(a.spent, a.value, yerr=yerr, marker='o', capsize=3, color='C0', label='DP-SGD (mean over seeds)')
-        ax.scatter(priv.epsilon, priv[col], s=10, color='C0', alpha=0.35, zorder=3, label='single seeds')
-        _eps_axis(ax, a.spent.to_numpy())
+        ax.errorbar(a.spent, a.value, yerr=yerr, marker='o', capsize=3, color=color, label=f'DP-SGD{tag}, mean over seeds')
+        ax.scatter(priv.epsilon, priv[col], s=10, color=color, alpha=0.35, zorder=3,
+                   label='single seeds' if not name else None)
     if len(nonp):
         v = nonp[col].mean()
-        ax.axhline(v, ls='--', c='k', label=f'non-private ({v:.3f})')
+        ax.axhline(v, ls='--', c='k' if not name else color, label=f'non-private{tag} ({v:.3f})')
         if f'{col}_ci_low' in nonp:
-            ax.axhspan(nonp[f'{col}_ci_low'].mean(), nonp[f'{col}_ci_high'].mean(), color='k', alpha=0.08)
+            ax.axhspan(nonp[f'{col}_ci_low'].mean(), nonp[f'{col}_ci_high'].mean(), color='k' if not name else color, alpha=0.08)
+
+def _auroc_panel(ax, d: pd.DataFrame, col: str, title: str, ylabel: str = 'test AUROC', zero_shot: dict | None = None):
+    "Test AUROC vs epsilon of one dataset, one curve per arm (from scratch, pretrained on X), zero-shot levels dotted."
+    arms = list(dict.fromkeys(d['pretrained'])) if 'pretrained' in d else ['']
+    arms = sorted(arms, key=lambda a: a != '')
+    multi = len(arms) > 1 or arms != ['']
+    for i, arm in enumerate(arms):
+        x = d[d['pretrained'] == arm] if 'pretrained' in d else d
+        name = ('from scratch' if not arm else f'pretrained on {arm}') if multi else ''
+        _arm_curve(ax, x, col, f'C{i}', name)
+        if arm and zero_shot and arm in zero_shot:
+            ax.axhline(zero_shot[arm], ls=':', c=f'C{i}', lw=1.8, label=f'zero-shot, {arm} ({zero_shot[arm]:.3f})')
+    spent = d[d.private].groupby('target_epsilon').epsilon.mean()       # one tick per budget
+    if len(spent): _eps_axis(ax, spent.to_numpy())
     ax.axhline(0.5, ls=':', c='grey', lw=1)
     ax.set(title=title, ylabel=ylabel)
 
-def plot_auroc_vs_epsilon(results: pd.DataFrame):
-    "Mean test AUROC (95% CI) vs epsilon per dataset; the non-private AUROC as a dashed line."
+def plot_auroc_vs_epsilon(results: pd.DataFrame, zero_shot: pd.DataFrame | None = None):
+    """Mean test AUROC (95% CI) vs epsilon, one panel per dataset; the non-private AUROC as a dashed line. Where a
+    dataset was also fine-tuned from a pretraining, both arms share the panel and the pretrained model's zero-shot
+    AUROC (`zero_shot`: dataset, pretrained, auroc_mean) is a dotted line."""
     set_style()
     ds = datasets(results)
     if not ds: raise DpmedError('results table is empty')
     fig, axes = plt.subplots(1, len(ds), figsize=(5 * len(ds), 3.8), squeeze=False)
     for ax, d in zip(axes[0], ds):
-        _auroc_panel(ax, results[results.dataset == d], 'auroc_mean', dataset_title(d), 'test AUROC (mean over labels)')
+        zs = None
+        if zero_shot is not None and len(zero_shot):
+            z = zero_shot[zero_shot.dataset == d]; zs = dict(zip(z.pretrained, z.auroc_mean))
+        _auroc_panel(ax, results[results.dataset == d], 'auroc_mean', dataset_title(d), 'test AUROC (mean over labels)', zs)
         ax.legend(loc='lower right', fontsize=7)
     fig.tight_layout()
     return fig
@@ -143,8 +186,11 @@ def plot_auroc_per_label(results: pd.DataFrame, dataset: str):
     return fig
 
 # %% ../nbs/12_figures.ipynb #4f1b463c
+SPD_SHOWN = ('auroc', 'sensitivity', 'specificity')    # the paper's SPD of these (sensitivity/specificity at the validation threshold)
+
 def subgroup_tables(results: pd.DataFrame, n_boot: int = 500, seed: int = 0, progress: bool = False) -> tuple:
-    "(subgroup AUROC table, SPD table): one row per run x attribute x group, label mean, with 95% CIs."
+    """(subgroup AUROC table, SPD table): one row per run x attribute x group, label mean, with 95% CIs. The SPD table
+    has the paper's SPD of AUROC (`spd`, `spd_lo`, `spd_hi`) and of sensitivity and specificity (`spd_sensitivity`...)."""
     from dpmed.fairness import run_subgroups, fairness_report
     subs, spds = [], []
     keep = ['run', 'dataset', 'seed', 'private', 'target_epsilon', 'epsilon']
@@ -160,13 +206,15 @@ def subgroup_tables(results: pd.DataFrame, n_boot: int = 500, seed: int = 0, pro
         t = t[(t.label == 'mean') & (t.attribute != 'all')]
         g = g[g.label == 'mean']
         for src, dst, cols in ((t, subs, ['attribute', 'group', 'n', 'auroc', 'auroc_lo', 'auroc_hi']),
-                               (g, spds, ['attribute', 'group', 'n', 'paper_spd_auroc', 'paper_spd_auroc_lo', 'paper_spd_auroc_hi'])):
-            x = src[cols].copy()
+                               (g, spds, ['attribute', 'group', 'n'] + [f'paper_spd_{m}{s}' for m in SPD_SHOWN for s in ('', '_lo', '_hi')])):
+            x = src[[c for c in cols if c in src]].copy()
             for c in keep: x[c] = r[c]
             dst.append(x)
     sub = pd.concat(subs, ignore_index=True) if subs else pd.DataFrame()
     spd = pd.concat(spds, ignore_index=True) if spds else pd.DataFrame()
-    if len(spd): spd = spd.rename(columns={'paper_spd_auroc': 'spd', 'paper_spd_auroc_lo': 'spd_lo', 'paper_spd_auroc_hi': 'spd_hi'})
+    if len(spd):
+        spd = spd.rename(columns={'paper_spd_auroc': 'spd', 'paper_spd_auroc_lo': 'spd_lo', 'paper_spd_auroc_hi': 'spd_hi'})
+        spd = spd.rename(columns=lambda c: c.replace('paper_spd_', 'spd_'))
     return sub, spd
 
 def spd_correlations(spd: pd.DataFrame) -> pd.DataFrame:
@@ -209,7 +257,7 @@ def _panels(t: pd.DataFrame):
     "A figure with one row per dataset and one panel per subgroup attribute of that dataset: (fig, [(ax, d, a, rows)])."
     ds = datasets(t); attrs = {d: list(dict.fromkeys(t[t.dataset == d].attribute)) for d in ds}
     nc = max(len(a) for a in attrs.values())
-    fig, axes = plt.subplots(len(ds), nc, figsize=(5 * nc, 3.6 * len(ds)), squeeze=False)
+    fig, axes = plt.subplots(len(ds), nc, figsize=(6.5 * nc, 3.6 * len(ds)), squeeze=False)
     out = []
     for i, d in enumerate(ds):
         for j in range(nc):
@@ -311,7 +359,8 @@ def dataset_meta(run_dir) -> tuple:
         from dpmed.train import load_imageset
         s = load_imageset(cfg); meta, labels = s.meta, list(s.label_names)
         meta = meta.copy(); meta[labels] = s.labels.astype(int)
-    return meta, labels, list(cfg.data.subgroups)
+    from dpmed.imageset import usable_subgroups
+    return meta, labels, usable_subgroups(cfg.data.subgroups, meta.columns)[0]    # those the data has columns for
 
 def plot_data_distributions(meta: pd.DataFrame, labels: list, subgroups: list, title: str = ''):
     "Age by split and by sex; label prevalence by split and by each subgroup (counts from `dpmed.data.summary_table`)."
@@ -321,13 +370,16 @@ def plot_data_distributions(meta: pd.DataFrame, labels: list, subgroups: list, t
     specs = [None] + list(subgroups)
     fig, axes = plt.subplots(2, max(2, len(specs)), figsize=(4.6 * max(2, len(specs)), 7.2), squeeze=False)
     ax = axes[0, 0]
-    sns.histplot(meta, x='age', hue='split', hue_order=[s for s in ('train', 'val', 'test') if (meta.split == s).any()],
-                 stat='density', common_norm=False, element='step', fill=False, bins=20, ax=ax)
-    ax.set_title('age by split')
-    if 'sex' in meta:
+    if 'age' in meta:                                 # not every dataset has ages (e.g. the MedMNIST sets)
+        sns.histplot(meta, x='age', hue='split', hue_order=[s for s in ('train', 'val', 'test') if (meta.split == s).any()],
+                     stat='density', common_norm=False, element='step', fill=False, bins=20, ax=ax)
+        ax.set_title('age by split')
+    else: ax.set_visible(False)
+    if 'sex' in meta and 'age' in meta:
         sns.histplot(meta, x='age', hue='sex', hue_order=sorted(meta.sex.dropna().unique()), stat='density',
                      common_norm=False, element='step', fill=False, bins=20, ax=axes[0, 1])
         axes[0, 1].set_title('age by sex')
+    else: axes[0, 1].set_visible(False)
     if axes.shape[1] > 2 and len(subgroups):                    # images per split and group of the first subgroup
         sg = subgroups[0]['name']
         t = tab[(tab.subgroup == sg) & (tab.split != 'all')]
@@ -404,27 +456,105 @@ def plot_mia_roc(mia: pd.DataFrame):
     return fig
 
 # %% ../nbs/12_figures.ipynb #6a6627dc
-def summary_table(results: pd.DataFrame) -> pd.DataFrame:
-    "Seed-averaged AUROC (sd over seeds) and epsilon spent per dataset and target epsilon."
-    rows = []
+def summary_table(results: pd.DataFrame, zero_shot: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Seed-averaged AUROC (sd over seeds) and epsilon spent per dataset (and pretraining, where there is one) and
+    target epsilon; a pretraining's zero-shot AUROC first in its block."""
+    rows, pre = [], 'pretrained' in results and (results.pretrained != '').any()
+    zs = zero_shot if zero_shot is not None and len(zero_shot) else None
     for d in datasets(results):
         x = results[results.dataset == d]
-        for e, q in sorted(x.groupby('target_epsilon'), key=lambda t: -t[0]):
-            rows.append({'dataset': d, 'target ε': 'inf' if not np.isfinite(e) else f'{e:g}',
-                         'ε spent': '-' if not np.isfinite(e) else f'{q.epsilon.mean():.2f}',
-                         'seeds': len(q), 'AUROC': f'{q.auroc_mean.mean():.3f}' + (f' ± {q.auroc_mean.std():.3f}' if len(q) > 1 else ''),
-                         '95% CI (mean)': f'{q.auroc_mean_ci_low.mean():.3f}-{q.auroc_mean_ci_high.mean():.3f}'})
+        for arm in (sorted(dict.fromkeys(x.pretrained), key=lambda a: a != '') if pre else ['']):
+            head = {'dataset': d, **({'pretraining': arm or '-'} if pre else {})}
+            z = zs[(zs.dataset == d) & (zs.pretrained == arm)] if zs is not None and arm else []
+            if len(z):
+                rows.append({**head, 'target ε': 'zero-shot', 'ε spent': '-', 'seeds': '-',
+                             'AUROC': f'{z.auroc_mean.iloc[0]:.3f}',
+                             '95% CI (mean)': f'{z.auroc_mean_ci_low.iloc[0]:.3f}-{z.auroc_mean_ci_high.iloc[0]:.3f}'})
+            xa = x[x.pretrained == arm] if pre else x
+            for e, q in sorted(xa.groupby('target_epsilon'), key=lambda t: -t[0]):
+                rows.append({**head, 'target ε': 'inf' if not np.isfinite(e) else f'{e:g}',
+                             'ε spent': '-' if not np.isfinite(e) else f'{q.epsilon.mean():.2f}',
+                             'seeds': len(q), 'AUROC': f'{q.auroc_mean.mean():.3f}' + (f' ± {q.auroc_mean.std():.3f}' if len(q) > 1 else ''),
+                             '95% CI (mean)': f'{q.auroc_mean_ci_low.mean():.3f}-{q.auroc_mean_ci_high.mean():.3f}'})
+    return pd.DataFrame(rows)
+
+def gap_table(results: pd.DataFrame, zero_shot: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Per dataset and arm (from scratch / pretrained): seed-mean AUROC non-private and at each epsilon, and the gap
+    to non-private (the paper's comparison: how much does privacy cost, with and without public pretraining)."""
+    rows = []
+    pre = results['pretrained'] if 'pretrained' in results else pd.Series('', index=results.index)
+    for d in datasets(results):
+        for arm in sorted(dict.fromkeys(pre[results.dataset == d]), key=lambda a: a != ''):
+            x = results[(results.dataset == d) & (pre == arm)]
+            nonp = x[~x.private].auroc_mean
+            if not len(nonp): continue
+            row = {'dataset': d, 'pretraining': arm or '-', 'seeds': int(x.seed.nunique()), 'non-private': round(nonp.mean(), 3)}
+            z = zero_shot[(zero_shot.dataset == d) & (zero_shot.pretrained == arm)] if zero_shot is not None and len(zero_shot) and arm else []
+            row['zero-shot'] = round(float(z.auroc_mean.iloc[0]), 3) if len(z) else math.nan
+            for e, q in sorted(x[x.private].groupby('target_epsilon'), key=lambda t: -t[0]):
+                row[f'ε={e:g}'] = round(q.auroc_mean.mean(), 3)
+                row[f'gap ε={e:g}'] = round(nonp.mean() - q.auroc_mean.mean(), 3)
+            rows.append(row)
     return pd.DataFrame(rows)
 
 def _md(df: pd.DataFrame) -> str:
     cols = list(df.columns)
+    fmt = lambda v: ('–' if math.isnan(v) else f'{v:.3f}') if isinstance(v, float) else str(v)
     return '\n'.join(['| ' + ' | '.join(cols) + ' |', '|' + '---|' * len(cols)] +
-                     ['| ' + ' | '.join(str(v) for v in r) + ' |' for r in df.itertuples(index=False)]) + '\n'
+                     ['| ' + ' | '.join(fmt(v) for v in r) + ' |' for r in df.itertuples(index=False)]) + '\n'
+
+def fairness_summary(spd: pd.DataFrame, corr: pd.DataFrame, attribute: str = 'sex', group: str = 'F') -> pd.DataFrame:
+    """The paper's SPD of one group (default: female, i.e. female - male) per dataset, metric and budget: seed mean
+    with the seed-averaged 95% CI, and Pearson's r of epsilon vs SPD of AUROC over the private runs."""
+    x = spd[(spd.attribute == attribute) & (spd.group.astype(str) == group)]
+    rows = []
+    for d in datasets(x):
+        q = x[x.dataset == d]
+        c = corr[(corr.dataset == d) & (corr.attribute == attribute) & (corr.group.astype(str) == group)]
+        for m in SPD_SHOWN:
+            col = 'spd' if m == 'auroc' else f'spd_{m}'
+            if col not in q or q[col].isna().all(): continue
+            row = {'dataset': d, 'SPD of': m}
+            for e, g in sorted(q.groupby('target_epsilon'), key=lambda t: -t[0]):
+                row['non-private' if not np.isfinite(e) else f'ε={e:g}'] = \
+                    f"{g[col].mean():+.3f} [{g[f'{col}_lo'].mean():+.3f}, {g[f'{col}_hi'].mean():+.3f}]"
+            ok = m == 'auroc' and len(c) and np.isfinite(c.r.iloc[0])
+            row['Pearson r, ε vs SPD'] = f"{c.r.iloc[0]:+.2f} (p = {c.p_value.iloc[0]:.2g})" if ok else '–'
+            rows.append(row)
+    return pd.DataFrame(rows)
+
+def headline(gaps: pd.DataFrame) -> str:
+    "One sentence per dataset: what privacy costs from scratch and, where there is one, with public pretraining."
+    lines = []
+    for d in datasets(gaps):
+        g = gaps[gaps.dataset == d].set_index('pretraining')
+        def cost(r, e): return f"{r[f'gap ε={e}']:.3f}" if f'gap ε={e}' in r and pd.notna(r[f'gap ε={e}']) else 'n/a'
+        parts = []
+        if '-' in g.index:
+            r = g.loc['-']
+            parts.append(f"from scratch non-private {r['non-private']:.3f}, ε = 8 costs {cost(r, 8)} and ε = 1 costs {cost(r, 1)} AUROC")
+        for pre, r in g.drop(index='-', errors='ignore').iterrows():
+            zs = f"; zero-shot (pretrained, not fine-tuned) {r['zero-shot']:.3f}" if pd.notna(r.get('zero-shot')) else ''
+            parts.append(f"fine-tuned from {pre}: non-private {r['non-private']:.3f}, ε = 8 costs {cost(r, 8)} and "
+                         f"ε = 1 costs {cost(r, 1)}{zs}")
+        n = int(g.seeds.max())
+        lines.append(f"- **{dataset_title(d)}** ({n} seed{'s' if n > 1 else ''}): " + '; '.join(parts) + '.')
+    return '\n'.join(lines) + '\n'
+
+def zero_shot_results(res: pd.DataFrame, note) -> pd.DataFrame:
+    "The pretrained models' AUROC on each fine-tuning dataset's test set before fine-tuning (`dpmed.study.zero_shot`)."
+    from dpmed.study import zero_shot
+    if not (res.pretrained != '').any(): return pd.DataFrame()
+    try: zs = zero_shot(res)
+    except Exception as e: note(f"zero-shot rows skipped: {str(e).splitlines()[0][:200]}"); return pd.DataFrame()
+    for n in zs.attrs.get('notes', []): note(n)
+    return zs
 
 def study_figures(results_dir, out_dir=None, n_boot: int = 500, progress: bool = False) -> dict:
     "Draw every figure the sweep folder supports into `out_dir` (default RESULTS_DIR/figures); {name: [png, svg]}."
     from dpmed.fairness import dp_drop_correlations
     res = load_results(results_dir)
+    arms = by_arm(res)                                 # per-arm figures: a pretrained arm is a dataset of its own
     out = Path(out_dir) if out_dir is not None else Path(results_dir) / 'figures'
     tables = out / 'tables'; tables.mkdir(parents=True, exist_ok=True)
     made, notes = {}, []
@@ -434,56 +564,58 @@ def study_figures(results_dir, out_dir=None, n_boot: int = 500, progress: bool =
     def draw(name, fn, *a):
         if progress: print(f"  figure {name}", file=sys.stderr, flush=True)
         made[name] = save(fn(*a), out, name)
-    draw('auroc_vs_epsilon', plot_auroc_vs_epsilon, res)
-    for d in datasets(res):
-        if len(label_names(res, d)) > 1: draw(f'auroc_vs_epsilon_per_label_{d}', plot_auroc_per_label, res, d)
-    sub, spd = subgroup_tables(res, n_boot=n_boot, progress=progress)
+    zs = zero_shot_results(res, note)
+    if len(zs): atomic_write_text(tables / 'zero_shot.csv', zs.to_csv(index=False))
+    draw('auroc_vs_epsilon', plot_auroc_vs_epsilon, res, zs)
+    for d in datasets(arms):
+        if len(label_names(arms, d)) > 1: draw(f'auroc_vs_epsilon_per_label_{slug(d)}', plot_auroc_per_label, arms, d)
+    sub, spd = subgroup_tables(arms, n_boot=n_boot, progress=progress)
     if len(sub):
         atomic_write_text(tables / 'subgroup_auroc.csv', sub.to_csv(index=False))
         atomic_write_text(tables / 'spd.csv', spd.to_csv(index=False))
         corr = spd_correlations(spd)
         atomic_write_text(tables / 'spd_correlation.csv', corr.to_csv(index=False))
+        fs = fairness_summary(spd, corr)
+        if len(fs): atomic_write_text(out / 'fairness.md', _md(fs))
         draw('subgroup_auroc_vs_epsilon', plot_subgroup_auroc, sub)
         draw('spd_vs_epsilon', plot_spd_vs_epsilon, spd, corr)
     else: note('subgroup figures skipped: no run defines subgroups')
     if (~res.private).any() and res.private.any():
-        dd = dp_drop_correlations(res.assign(epsilon=res.target_epsilon), res.path.tolist())
+        dd = dp_drop_correlations(arms.assign(epsilon=arms.target_epsilon), arms.path.tolist())
         atomic_write_text(tables / 'dp_drop_points.csv', dd['points'].to_csv(index=False))
         atomic_write_text(tables / 'dp_drop_correlation.csv', dd['correlation'].to_csv(index=False))
         if len(dd['points']) and (dd['points'].groupby('dataset').label.nunique() >= 3).any():
             draw('auroc_drop_vs_positives', plot_dp_drop, dd['points'], dd['correlation'])
         else: note('AUROC-drop scatter skipped: needs a dataset with at least three labels')
     else: note('AUROC-drop scatter skipped: needs private and non-private runs')
-    for d in datasets(res):
-        draw(f'roc_curves_{d}', plot_roc_curves, res, d)
-        try: meta, labs, sg = dataset_meta(res[res.dataset == d].path.iloc[0])
+    for d in datasets(arms):
+        draw(f'roc_curves_{slug(d)}', plot_roc_curves, arms, d)
+        if PRETRAINED_SEP in d: continue               # the same data as the from-scratch arm
+        try: meta, labs, sg = dataset_meta(arms[arms.dataset == d].path.iloc[0])
         except Exception as e: note(f"data figure for {d} skipped: {str(e).splitlines()[0][:150]}"); continue
-        draw(f'data_{d}', plot_data_distributions, meta, labs, sg, f"{dataset_title(d)}: data")
-    mia = mia_table(res)
+        draw(f'data_{slug(d)}', plot_data_distributions, meta, labs, sg, f"{dataset_title(d)}: data")
+    mia = mia_table(arms)
     if len(mia):
         atomic_write_text(tables / 'mia.csv', mia.drop(columns='path').to_csv(index=False))
         draw('mia_roc_vs_epsilon', plot_mia_roc, mia)
     else: note('membership-inference figure skipped: no run has an audit.json (dpmed audit RUN_DIR)')
-    summ = summary_table(res)
+    summ = summary_table(res, zs)
     atomic_write_text(tables / 'summary.csv', summ.to_csv(index=False))
     atomic_write_text(out / 'summary.md', _md(summ))
+    gaps = gap_table(res, zs)
+    if len(gaps) and (gaps.pretraining != '-').any():          # with vs without public pretraining
+        atomic_write_text(tables / 'pretraining_gaps.csv', gaps.to_csv(index=False))
+        atomic_write_text(out / 'pretraining.md', _md(gaps))
+    if len(gaps): atomic_write_text(out / 'headline.md', headline(gaps))
     made['_notes'] = notes
     return made
 
 # %% ../nbs/12_figures.ipynb #7eb0f992
-def _figures_cli(args) -> int:
+def _cmd_figures(args) -> int:
+    "dpmed figures: study_figures on a sweep folder; prints the files written."
     made = study_figures(args.results_dir, args.out, n_boot=args.n_boot, progress=not args.quiet)
     notes = made.pop('_notes')
     out = Path(args.out) if args.out else Path(args.results_dir) / 'figures'
     for name in made: print(f"{out / name}.png (.svg)")
     for n in notes: print(f"note: {n}")
     return 0
-
-def register_cli(subparsers):
-    p = subparsers.add_parser('figures', help="the paper's figures from a sweep folder (results.csv + run directories)",
-                              description="Draw every figure a sweep folder supports (PNG and SVG) and the tables behind them.")
-    p.add_argument('results_dir', help='sweep folder holding results.csv (dpmed sweep / dpmed reproduce)')
-    p.add_argument('--out', help='folder for the figures (default RESULTS_DIR/figures)')
-    p.add_argument('--n-boot', type=int, default=500, help='bootstrap resamples for subgroup CIs (default 500)')
-    p.add_argument('--quiet', action='store_true')
-    p.set_defaults(func=_figures_cli)

@@ -14,7 +14,8 @@ from .core import DpmedError
 
 # %% auto #0
 __all__ = ['MODELS', 'group_norm', 'BasicBlock', 'ResNet9', 'make_dp_compatible', 'monai_resnet18', 'monai_densenet121',
-           'model_dims', 'check_dp_compatible', 'load_pretrained', 'build_model']
+           'model_dims', 'check_dp_compatible', 'build_model', 'checkpoint_file', 'pretrained_state', 'head_prefix',
+           'load_pretrained']
 
 # %% ../nbs/05_models.ipynb #3879c333
 def _conv(dim): return {2: nn.Conv2d, 3: nn.Conv3d}[dim]
@@ -146,7 +147,14 @@ def model_dims(model_cfg) -> int:
     return dims or MODELS[model_cfg.name][1]
 
 def check_dp_compatible(model: nn.Module) -> nn.Module:
-    "Raise `DpmedError` listing Opacus' objections if `model` cannot be trained with DP-SGD."
+    """Raise `DpmedError` naming the layers if `model` cannot be trained with DP-SGD: BatchNorm in any form (it
+    mixes the records of a batch, with or without affine parameters, which Opacus' validator lets pass), in-place
+    activations, and Opacus' own objections."""
+    bn = [n or type(m).__name__ for n, m in model.named_modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    if bn:
+        raise DpmedError(f"model is not DP-compatible: BatchNorm layer(s) {bn[:3]} mix the records of a batch (so one "
+                         "record moves every other record's gradient, past per-sample clipping); use GroupNorm, e.g. "
+                         "dpmed.models.make_dp_compatible, which replaces it and reports which layers it changed")
     errors = ModuleValidator.validate(model, strict=False)
     if errors:
         raise DpmedError("model is not DP-compatible: " + '; '.join(str(e) for e in errors[:5]) +
@@ -158,29 +166,78 @@ def check_dp_compatible(model: nn.Module) -> nn.Module:
                          "gradient hooks (use make_dp_compatible)")
     return model
 
-def load_pretrained(model: nn.Module, path) -> nn.Module:
-    "Load a local state dict (or a checkpoint with a 'model' entry); a clear error on mismatched keys or shapes."
-    from pathlib import Path
-    path = Path(path)
-    if not path.exists(): raise DpmedError(f"model.pretrained: {path} not found")
-    try: state = torch.load(path, map_location='cpu', weights_only=True)
-    except Exception as e: raise DpmedError(f"model.pretrained: {path} is not a readable torch checkpoint ({e})") from None
-    if isinstance(state, dict) and 'model' in state and isinstance(state['model'], dict): state = state['model']
-    if not isinstance(state, dict): raise DpmedError(f"model.pretrained: {path} holds no state dict")
-    own = model.state_dict()
-    missing, unexpected = sorted(set(own) - set(state)), sorted(set(state) - set(own))
-    shape = [k for k in set(own) & set(state) if own[k].shape != state[k].shape]
-    if missing or unexpected or shape:
-        raise DpmedError(f"model.pretrained: {path} does not fit the model: missing {missing[:5]}, "
-                         f"unexpected {unexpected[:5]}, shape mismatch {sorted(shape)[:5]}")
-    model.load_state_dict(state)
-    return model
-
-def build_model(model_cfg, n_outputs: int) -> nn.Module:
-    "The network named by `model_cfg` (a `ModelConfig`), validated for DP."
+def build_model(model_cfg, n_outputs: int, verbose: bool = True) -> nn.Module:
+    "The network named by `model_cfg` (a `ModelConfig`), validated for DP; `verbose`: say what a pretrained load did."
     dims = model_dims(model_cfg)
     factory = MODELS[model_cfg.name][0]
     if factory is ResNet9: model = ResNet9(n_outputs, model_cfg.in_channels, model_cfg.width, dims)
     else: model = factory(n_outputs, model_cfg.in_channels, model_cfg.width, dims)
-    if model_cfg.pretrained: load_pretrained(model, model_cfg.pretrained)
+    if model_cfg.pretrained: load_pretrained(model, model_cfg.pretrained, verbose)
     return check_dp_compatible(model)
+
+# %% ../nbs/05_models.ipynb #7717fc88
+_WRAPPER_PREFIXES = ('_module.', 'module.', '_orig_mod.')
+
+def checkpoint_file(path) -> 'Path':
+    "The checkpoint named by `model.pretrained`: a file, or a run directory's `checkpoint.pt`."
+    from pathlib import Path
+    p = Path(path).expanduser()
+    if str(path).startswith('pretrain:'):
+        raise DpmedError(f"model.pretrained: {path!r} names a sweep's pretraining stage; it is resolved by "
+                         "`dpmed sweep` (which runs it into OUT/pretrain/NAME); outside a sweep give a run directory")
+    if p.is_dir():
+        if not (p / 'checkpoint.pt').exists():
+            raise DpmedError(f"model.pretrained: {p} is a folder without checkpoint.pt (not a finished run directory)")
+        p = p / 'checkpoint.pt'
+    if not p.exists(): raise DpmedError(f"model.pretrained: {p} not found")
+    return p
+
+def pretrained_state(path) -> dict:
+    "The weights (a flat name -> tensor dict, wrapper prefixes stripped) in a run dir, dpmed checkpoint or state dict."
+    from dpmed.audit import load_checkpoint
+    p = checkpoint_file(path)
+    try: ck = load_checkpoint(p)
+    except DpmedError as e: raise DpmedError(f"model.pretrained: {e}") from None
+    state = ck
+    if isinstance(ck, dict):
+        for key in ('model', 'model_last', 'state_dict'):
+            if isinstance(ck.get(key), dict): state = ck[key]; break
+    if not isinstance(state, dict) or not state or not all(torch.is_tensor(v) for v in state.values()):
+        raise DpmedError(f"model.pretrained: {p} holds no state dict (expected tensors by name, or a dpmed checkpoint)")
+    def strip(k):
+        while k.startswith(_WRAPPER_PREFIXES): k = k.split('.', 1)[1]
+        return k
+    return {strip(k): v for k, v in state.items()}
+
+def head_prefix(model: nn.Module) -> str:
+    "Name of the network's output layer (its last `nn.Linear`), plus a dot: 'head.' for ResNet9, 'fc.' for MONAI's ResNet."
+    names = [n for n, m in model.named_modules() if isinstance(m, nn.Linear)]
+    return names[-1] + '.' if names else '\0'
+
+def _layers(keys) -> list:
+    "Parameter names -> their layers (module paths), in order."
+    return list(dict.fromkeys(k.rsplit('.', 1)[0] for k in keys))
+
+def load_pretrained(model: nn.Module, path, verbose: bool = True) -> nn.Module:
+    """Load pretrained weights into `model` (in place). A head of another shape is re-initialised; any other
+    mismatch is an error. `model.pretrained_info` records what was loaded."""
+    state, own = pretrained_state(path), model.state_dict()
+    head = head_prefix(model)
+    fits = {k for k in set(own) & set(state) if own[k].shape == state[k].shape}
+    missing = sorted(set(own) - fits)
+    unexpected = sorted(set(state) - set(own))
+    bad = [k for k in missing + unexpected if not k.startswith(head)]
+    if bad:
+        shape = [f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}" for k in bad if k in own and k in state]
+        raise DpmedError(f"model.pretrained: {path} does not fit the model's backbone: "
+                         f"{len(bad)} tensor(s) missing, unexpected or of another shape, e.g. "
+                         f"{'; '.join((shape or bad)[:3])} (same model.name, width, in_channels and dimensions needed)")
+    model.load_state_dict({**own, **{k: state[k] for k in fits}})
+    loaded, reinit = _layers(k for k in own if k in fits), _layers(missing)
+    model.pretrained_info = {'source': str(checkpoint_file(path)), 'loaded': loaded, 'reinitialised': reinit}
+    if verbose:
+        print(f"model.pretrained: loaded {len(loaded)} layer(s) from {checkpoint_file(path)}"
+              + (f"; re-initialised {', '.join(reinit)} (the pretraining task's head has another shape)" if reinit else
+                 "; all layers, head included"))
+    return model
+

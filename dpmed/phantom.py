@@ -14,7 +14,8 @@ from .config import PAPER_CXR_LABELS
 from .imageset import ImageSet, patient_split, check_no_leakage
 
 # %% auto #0
-__all__ = ['CXR_PREVALENCE', 'CT_LABELS', 'PhantomSpec', 'render_cxr', 'render_ct', 'make_phantom_cxr', 'make_phantom_ct']
+__all__ = ['CXR_PREVALENCE', 'MID_GREY', 'CT_LABELS', 'PhantomSpec', 'acquire', 'render_cxr', 'render_ct', 'make_phantom_cxr',
+           'make_phantom_ct']
 
 # %% ../nbs/03_phantom.ipynb #8233fc76
 CXR_PREVALENCE = {'cardiomegaly': 0.3, 'congestion': 0.2, 'pleural_effusion_right': 0.2,
@@ -39,6 +40,11 @@ class PhantomSpec:
     signal_by_sex: dict = field(default_factory=lambda: {'F': 1.0, 'M': 1.0})
     signal_by_age: list = field(default_factory=list) # [[low, high, factor], ...], age in [low, high)
     noise: float = 0.08                 # pixel noise sd (image range 0..1)
+    # acquisition (another site's scanner or protocol); the defaults leave the images exactly as they were
+    contrast: float = 1.0               # grey levels spread around mid-grey by this factor
+    brightness: float = 0.0             # added to every grey level (range 0..1)
+    field_of_view: float = 1.0          # > 1: the detector sees more, so the anatomy is drawn smaller
+    mirror: bool = False                # stored left-right mirrored (e.g. a viewer convention)
 
     @classmethod
     def from_dict(cls, d: dict | None) -> 'PhantomSpec':
@@ -53,6 +59,8 @@ class PhantomSpec:
             if len(r) != 3 or r[0] >= r[1]:
                 raise DpmedError(f"data.phantom.signal_by_age[{i}]: expected [low, high, factor], got {r!r}")
         if not 0 <= spec.female_fraction <= 1: raise DpmedError("data.phantom.female_fraction: must be in [0, 1]")
+        if spec.contrast <= 0 or spec.field_of_view <= 0:
+            raise DpmedError("data.phantom.contrast and field_of_view: must be > 0")
         return spec
 
 # %% ../nbs/03_phantom.ipynb #a4dd6c73
@@ -93,10 +101,21 @@ def _ellipse(X, Y, cx, cy, rx, ry, soft=0.04):
     d = np.sqrt(((X - cx) / rx) ** 2 + ((Y - cy) / ry) ** 2)
     return 1 / (1 + np.exp(np.minimum((d - 1) / soft, 50)))
 
-def render_cxr(meta: pd.DataFrame, strength: np.ndarray, size: int, noise: float, rng) -> np.ndarray:
+MID_GREY = 0.25
+
+def acquire(img: np.ndarray, spec, rng) -> np.ndarray:
+    "The site's acquisition on rendered images (float, last axis = left-right): contrast, brightness, noise, mirroring."
+    if spec.contrast != 1 or spec.brightness: img = MID_GREY + spec.contrast * (img - MID_GREY) + spec.brightness
+    img = img + spec.noise * rng.standard_normal(img.shape, dtype=np.float32)
+    return img[..., ::-1] if spec.mirror else img
+
+def _grid(size: int, spec) -> np.ndarray:
+    return np.linspace(-1, 1, size, dtype=np.float32) * np.float32(spec.field_of_view)
+
+def render_cxr(meta: pd.DataFrame, strength: np.ndarray, size: int, spec, rng) -> np.ndarray:
     "Draw one phantom radiograph per row of `meta` (which holds the label columns); uint8 (N, 1, size, size)."
     n = len(meta)
-    g = np.linspace(-1, 1, size, dtype=np.float32)
+    g = _grid(size, spec)
     Y, X = np.meshgrid(g, g, indexing='ij')
     X, Y = X[None], Y[None]
     col = lambda a: np.asarray(a, np.float32)[:, None, None]
@@ -127,7 +146,7 @@ def render_cxr(meta: pd.DataFrame, strength: np.ndarray, size: int, noise: float
         by = 0.25 + jit(0.05)
         img = img + 0.25 * lab(f'atelectasis_{side}') * lung * np.exp(-((Y - by) ** 2) / (2 * 0.025 ** 2)) \
             * (np.abs(X - cx) < 0.22)
-    img = img * col(rng.uniform(0.9, 1.1, n)) + noise * rng.standard_normal(img.shape, dtype=np.float32)
+    img = acquire(img * col(rng.uniform(0.9, 1.1, n)), spec, rng)
     return (np.clip(img, 0, 1) * 255).round().astype(np.uint8)[:, None]
 
 # %% ../nbs/03_phantom.ipynb #5baeae0a
@@ -137,9 +156,9 @@ def _ellipsoid(X, Y, Z, c, r, soft=0.05):
     d = np.sqrt(((X - c[0]) / r[0]) ** 2 + ((Y - c[1]) / r[1]) ** 2 + ((Z - c[2]) / r[2]) ** 2)
     return 1 / (1 + np.exp(np.minimum((d - 1) / soft, 50)))
 
-def render_ct(meta: pd.DataFrame, strength: np.ndarray, size: int, noise: float, rng) -> np.ndarray:
+def render_ct(meta: pd.DataFrame, strength: np.ndarray, size: int, spec, rng) -> np.ndarray:
     "Draw one phantom CT volume per row of `meta`; uint8 (N, 1, size, size, size)."
-    g = np.linspace(-1, 1, size, dtype=np.float32)
+    g = _grid(size, spec)
     Z, Y, X = np.meshgrid(g, g, g, indexing='ij')
     out = np.empty((len(meta), 1, size, size, size), np.uint8)
     pos = meta[CT_LABELS[0]].to_numpy()
@@ -154,7 +173,7 @@ def render_ct(meta: pd.DataFrame, strength: np.ndarray, size: int, noise: float,
             lc = (pc[0] + rng.uniform(-0.2, 0.2), pc[1], pc[2] + rng.uniform(-0.15, 0.15))
             rad = rng.uniform(0.16, 0.24)
             v = v - 0.35 * min(strength[i], 1.5) * _ellipsoid(X, Y, Z, lc, (rad, rad, rad), 0.08)
-        v = v + noise * rng.standard_normal(v.shape, dtype=np.float32)
+        v = acquire(v, spec, rng)
         out[i, 0] = (np.clip(v, 0, 1) * 255).round().astype(np.uint8)
     return out
 
@@ -172,7 +191,7 @@ def make_phantom_cxr(n_patients: int = 1000, size: int = 64, spec: PhantomSpec |
     rng = np.random.default_rng([spec.seed, 2])
     meta = _population(spec, n_patients, PAPER_CXR_LABELS, CXR_PREVALENCE, True, rng)
     meta['view'] = 'PA'
-    images = render_cxr(meta, _strength(spec, meta, rng), size, spec.noise, rng)
+    images = render_cxr(meta, _strength(spec, meta, rng), size, spec, rng)
     return _finish(meta, images, PAPER_CXR_LABELS, val_fraction, test_fraction, split_seed, 'phantom_cxr')
 
 def make_phantom_ct(n_patients: int = 600, size: int = 28, spec: PhantomSpec | dict | None = None,
@@ -183,5 +202,5 @@ def make_phantom_ct(n_patients: int = 600, size: int = 28, spec: PhantomSpec | d
     spec_ct = PhantomSpec(**{**spec.__dict__, 'age_mean': spec.age_mean if spec.age_mean != 60 else 66,
                              'age_sd': spec.age_sd if spec.age_sd != 17 else 11})
     meta = _population(spec_ct, n_patients, CT_LABELS, {'pancreatic_cancer': 0.5}, False, rng)
-    images = render_ct(meta, _strength(spec, meta, rng), size, spec.noise, rng)
+    images = render_ct(meta, _strength(spec, meta, rng), size, spec, rng)
     return _finish(meta, images, CT_LABELS, val_fraction, test_fraction, split_seed, 'phantom_ct')

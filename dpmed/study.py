@@ -14,9 +14,10 @@ from .core import DpmedError, atomic_write_text, read_json
 from .config import load_config
 
 # %% auto #0
-__all__ = ['GAP', 'DEFAULT_EPSILONS', 'STUDY', 'QUICK', 'PAPER', 'NotebookError', 'experiments_dir', 'notebook_path',
-           'execute_notebook', 'run_notebook', 'run_row', 'collect_results', 'write_results', 'default_grid',
-           'paper_grid', 'write_grid', 'default_jobs', 'reproduce']
+__all__ = ['GAP', 'DEFAULT_EPSILONS', 'PUBLIC_SITE', 'CT_SUBGROUPS', 'STUDY', 'REAL', 'PRETRAIN', 'QUICK', 'PAPER',
+           'NotebookError', 'experiments_dir', 'notebook_path', 'execute_notebook', 'run_notebook', 'list_param',
+           'dict_param', 'run_row', 'collect_results', 'write_results', 'pretrained_name', 'zero_shot', 'default_grid',
+           'paper_grid', 'write_grid', 'default_jobs', 'reproduce', 'run_record']
 
 # %% ../nbs/11_study.ipynb #adcdfd93
 class NotebookError(DpmedError):
@@ -93,6 +94,32 @@ def run_notebook(run_dir, overrides=(), config_path=None, notebook: str = 'train
     os.replace(tmp, run_dir / 'notebook.ipynb')
     return run_dir
 
+# %% ../nbs/11_study.ipynb #b8d1c2e3
+def _parse_param(value: str, name: str, kind: type):
+    "Parse the YAML/JSON text of a papermill `-p` parameter; it must give a `kind`."
+    import yaml
+    try: v = yaml.safe_load(value)
+    except yaml.YAMLError as e:
+        raise DpmedError(f"parameter {name}: {value!r} is not a YAML/JSON {kind.__name__} "
+                         f"({str(e).splitlines()[0]})") from None
+    if not isinstance(v, kind):
+        raise DpmedError(f"parameter {name}: expected a {kind.__name__}, got {value!r}")
+    return v
+
+def list_param(value, name: str = 'parameter') -> list | None:
+    "A list parameter of an experiment notebook: a list, the string `papermill -p NAME '[a, b]'` passes, or one value."
+    if value is None or isinstance(value, list): return value
+    if isinstance(value, tuple): return list(value)
+    if isinstance(value, str) and value.lstrip().startswith('['): return _parse_param(value, name, list)
+    if isinstance(value, (dict, set)): raise DpmedError(f"parameter {name}: expected a list, got {value!r}")
+    return [value]
+
+def dict_param(value, name: str = 'parameter') -> dict | None:
+    "A mapping parameter of an experiment notebook: a dict, or the string `papermill -p NAME '{k: v}'` passes."
+    if value is None or isinstance(value, dict): return value
+    if isinstance(value, str): return _parse_param(value, name, dict) if value.strip() else {}
+    raise DpmedError(f"parameter {name}: expected a mapping such as '{{key: value}}', got {value!r}")
+
 # %% ../nbs/11_study.ipynb #c96bb9c0
 def _eps(v) -> float:
     return math.inf if v in ('inf', None) else float(v)
@@ -109,7 +136,7 @@ def run_row(run_dir, base=None) -> dict:
            'steps': m['steps'], 'epochs': m.get('epochs'), 'seed': m['seed'], 'auroc_mean': m['auroc_mean'],
            'auroc_mean_ci_low': m['auroc_mean_ci'][0], 'auroc_mean_ci_high': m['auroc_mean_ci'][1],
            'best_epoch': m['best_epoch'], 'n_train': m['n_train'], 'n_test': m['n_test'],
-           'train_seconds': m['train_seconds']}
+           'train_seconds': m['train_seconds'], 'pretrained': _run_pretrained(run_dir)}
     for k, v in m['auroc'].items():
         ci = (m.get('auroc_ci') or {}).get(k) or [math.nan, math.nan]
         row.update({f'auroc_{k}': v, f'auroc_{k}_ci_low': ci[0], f'auroc_{k}_ci_high': ci[1]})
@@ -130,30 +157,122 @@ def write_results(df: pd.DataFrame, path) -> Path:
     "Write the results table atomically."
     return atomic_write_text(path, df.to_csv(index=False))
 
+# %% ../nbs/11_study.ipynb #c22d7c2e
+def pretrained_name(value) -> str:
+    "Short name of a `model.pretrained` source for tables: a sweep's pretraining name, a run directory's name, or ''."
+    if not value: return ''
+    v = str(value)
+    if v.startswith('pretrain:'): return v.split(':', 1)[1]
+    p = Path(v)
+    return p.parent.name if p.name == 'checkpoint.pt' else p.name
+
+def _run_pretrained(run_dir) -> str:
+    import yaml
+    f = Path(run_dir) / 'config.yaml'
+    cfg = yaml.safe_load(f.read_text()) if f.exists() else {}
+    return pretrained_name(((cfg or {}).get('model') or {}).get('pretrained'))
+
+def zero_shot(results: pd.DataFrame) -> pd.DataFrame:
+    """Each pretrained model on the test set of each dataset fine-tuned from it, *before* fine-tuning: one row per
+    (dataset, pretrained) with AUROC (patient-level bootstrap CI). Pretrainings on another label set are skipped
+    (their head was re-initialised, there is nothing to evaluate); the reason is in `.attrs['notes']`."""
+    from dpmed.sweep import run_config
+    from dpmed.train import load_imageset, predict
+    from dpmed.models import build_model
+    from dpmed.metrics import auroc_summary
+    rows, notes = [], []
+    pre = results[results['pretrained'].fillna('').astype(str) != '']
+    for (ds, name), g in pre.groupby(['dataset', 'pretrained'], sort=False):
+        cfg = run_config(g.sort_values('seed')['path'].iloc[0])
+        data = load_imageset(cfg)
+        model = build_model(cfg.model, len(data.label_names), verbose=False)
+        src = model.pretrained_info
+        if src['reinitialised']:
+            notes.append(f"zero-shot {ds} from {name}: skipped, the pretraining had another label set "
+                         f"(re-initialised: {', '.join(src['reinitialised'])})"); continue
+        src_labels = _source_labels(cfg.model.pretrained)
+        if src_labels is not None and src_labels != list(data.label_names):
+            notes.append(f"zero-shot {ds} from {name}: skipped, labels {src_labels} differ from {data.label_names}"); continue
+        te = data.split('test')
+        m = auroc_summary(te.labels, predict(model, te, 'cpu'), te.label_names, n_boot=cfg.eval.n_boot,
+                          seed=cfg.eval.boot_seed, clusters=te.meta['patient_id'].to_numpy())
+        row = {'dataset': ds, 'pretrained': name, 'source': src['source'], 'auroc_mean': m['auroc_mean'],
+               'auroc_mean_ci_low': m['auroc_mean_ci'][0], 'auroc_mean_ci_high': m['auroc_mean_ci'][1], 'n_test': len(te)}
+        row.update({f'auroc_{k}': v for k, v in m['auroc'].items()})
+        rows.append(row)
+    out = pd.DataFrame(rows)
+    out.attrs['notes'] = notes
+    return out
+
+def _source_labels(pretrained) -> list | None:
+    "Label names of a pretraining run (from its predictions.csv), or None for a plain checkpoint."
+    from dpmed.models import checkpoint_file
+    f = checkpoint_file(pretrained).parent / 'predictions.csv'
+    if not f.exists(): return None
+    return [c[7:] for c in pd.read_csv(f, nrows=0).columns if c.startswith('y_true_')]
+
 # %% ../nbs/11_study.ipynb #c89427b2
 GAP = {'data.phantom': {'signal_by_sex': {'F': 0.6, 'M': 1.0}}}
-DEFAULT_EPSILONS = ['inf', 8, 4, 2, 1, 0.5]
-STUDY = {
-    'cxr': {'data.dataset': 'phantom_cxr', 'model.name': 'resnet9', 'data.n_patients': 700, 'data.image_size': 48,
-            'model.width': 0.25, 'train.epochs': 5, 'train.batch_size': 64, 'train.physical_batch_size': 32},
-    'ct': {'data.dataset': 'phantom_ct', 'model.name': 'resnet9_3d', 'data.n_patients': 600, 'data.image_size': 24,
-           'model.width': 0.25, 'train.epochs': 8, 'train.batch_size': 32, 'train.physical_batch_size': 32,
-           'data.subgroups': [{'name': 'sex', 'column': 'sex'}, {'name': 'age_quartile', 'column': 'age', 'quantiles': 4}]},
+DEFAULT_EPSILONS = ['inf', 8, 1]
+# the "public site": other patients, another scanner (contrast, brightness, noise, field of view), other
+# prevalences and ages, and not the hospital's subgroup effect (findings equally visible in women and men)
+PUBLIC_SITE = {
+    'cxr': {'seed': 101, 'noise': 0.12, 'contrast': 0.75, 'brightness': 0.08, 'field_of_view': 1.15, 'age_mean': 52,
+            'signal_by_sex': {'F': 1.0, 'M': 1.0},
+            'prevalence': {'cardiomegaly': 0.45, 'congestion': 0.3, 'pleural_effusion_right': 0.3, 'pleural_effusion_left': 0.3}},
+    'ct': {'seed': 202, 'noise': 0.12, 'contrast': 0.8, 'brightness': 0.05, 'field_of_view': 1.1, 'age_mean': 58,
+           'signal_by_sex': {'F': 1.0, 'M': 1.0}, 'prevalence': {'pancreatic_cancer': 0.35}},
+}
+CT_SUBGROUPS = [{'name': 'sex', 'column': 'sex'}, {'name': 'age_quartile', 'column': 'age', 'quantiles': 4}]
+_PH = {'cxr': {'data.dataset': 'phantom_cxr', 'model.name': 'resnet9', 'data.image_size': 48, 'model.width': 0.25,
+               'train.batch_size': 64, 'train.physical_batch_size': 32},
+       'ct': {'data.dataset': 'phantom_ct', 'model.name': 'resnet9_3d', 'data.image_size': 24, 'model.width': 0.25,
+              'train.batch_size': 32, 'train.physical_batch_size': 32, 'data.subgroups': CT_SUBGROUPS}}
+STUDY = {   # the hospitals: private fine-tuning, or training from scratch
+    'cxr': {**_PH['cxr'], 'data.n_patients': 700, 'train.epochs': 5, **GAP,
+            'model.pretrained': [None, 'pretrain:cxr_public']},
+    'ct': {**_PH['ct'], 'data.n_patients': 600, 'train.epochs': 8, **GAP,
+           'model.pretrained': [None, 'pretrain:ct_public']},
+}
+REAL = {    # the embedded real sets (data/): utility vs epsilon; NIH-1000 also fairness, and public pretraining
+    'pneumonia': {'data.dataset': 'pneumoniamnist', 'model.name': 'resnet9', 'data.image_size': 28, 'model.width': 0.25,
+                  'train.epochs': 8, 'train.batch_size': 128, 'train.physical_batch_size': 64, 'seed': [0]},
+    'adrenal': {'data.dataset': 'adrenalmnist3d', 'model.name': 'resnet9_3d', 'data.image_size': 28, 'model.width': 0.25,
+                'train.epochs': 10, 'train.batch_size': 64, 'train.physical_batch_size': 32, 'seed': [0]},
+    'nih': {'data.dataset': 'nih_cxr14_1000', 'model.name': 'resnet9', 'data.image_size': 64, 'model.width': 0.25,
+            'train.epochs': 10, 'train.batch_size': 64, 'train.physical_batch_size': 32,
+            'model.pretrained': [None, 'pretrain:pneumonia_public']},
+}
+PRETRAIN = {  # each runs once, non-private, into OUT/pretrain/NAME; its fine-tunes start from it
+    'cxr_public': {**_PH['cxr'], 'data.n_patients': 3000, 'train.epochs': 5, 'data.phantom': PUBLIC_SITE['cxr']},
+    'ct_public': {**_PH['ct'], 'data.n_patients': 1200, 'train.epochs': 8, 'data.phantom': PUBLIC_SITE['ct']},
+    # PneumoniaMNIST as the public chest-radiograph source for NIH-1000 (another label: the head is re-initialised)
+    'pneumonia_public': {'data.dataset': 'pneumoniamnist', 'model.name': 'resnet9', 'data.image_size': 64,
+                         'model.width': 0.25, 'train.epochs': 3, 'train.batch_size': 128, 'train.physical_batch_size': 64},
 }
 QUICK = {'cxr': {'data.n_patients': 200, 'data.image_size': 32, 'train.epochs': 2, 'train.batch_size': 32},
-         'ct': {'data.n_patients': 160, 'data.image_size': 16, 'train.epochs': 2, 'train.batch_size': 32}}
+         'ct': {'data.n_patients': 160, 'data.image_size': 16, 'train.epochs': 2, 'train.batch_size': 32},
+         'cxr_public': {'data.n_patients': 300, 'data.image_size': 32, 'train.epochs': 2, 'train.batch_size': 32},
+         'ct_public': {'data.n_patients': 200, 'data.image_size': 16, 'train.epochs': 2, 'train.batch_size': 32},
+         'pneumonia': {'train.epochs': 1}, 'adrenal': {'train.epochs': 1, 'data.image_size': 16},
+         'nih': {'train.epochs': 1, 'data.image_size': 32}, 'pneumonia_public': {'train.epochs': 1, 'data.image_size': 32}}
 
-def default_grid(quick: bool = False, epsilons=None, seeds=None) -> dict:
-    "The default study as a grid (the same structure as a YAML grid file for `dpmed sweep`)."
-    exps = {}
-    for ds, base in STUDY.items():
-        exps[ds] = {**base, **(QUICK[ds] if quick else {})}
+def default_grid(quick: bool = False, epsilons=None, seeds=None, real: bool = True) -> dict:
+    """The default study as a grid (the same structure as a YAML grid file for `dpmed sweep`): the phantom hospitals
+    from scratch and fine-tuned from a public site, and (`real`) the embedded real sets."""
+    q = lambda k, d: {**d, **(QUICK.get(k, {}) if quick else {})}
+    exps = {k: q(k, v) for k, v in STUDY.items()}
+    pre = {k: {**q(k, v), 'privacy.epsilon': 'inf', 'train.seed': 0} for k, v in PRETRAIN.items()}
+    if real: exps.update({k: q(k, v) for k, v in REAL.items()})
+    else: pre.pop('pneumonia_public')
     return {'name': 'default-quick' if quick else 'default',
-            'description': 'the default study on the embedded phantoms (chest radiographs and CT)',
+            'description': 'the default study: phantom hospitals (with and without public pretraining) and the embedded real sets',
             'parameters': {'audit': True},
-            'privacy.delta': 1e-5, 'privacy.accountant': 'prv', 'eval.n_boot': 200 if quick else 1000, **GAP,
-            'experiments': exps,
-            'epsilon': list(epsilons or (['inf', 8, 1] if quick else DEFAULT_EPSILONS)),
+            'privacy.delta': 1e-5, 'privacy.accountant': 'prv', 'privacy.grad_sample_mode': 'fast_bk',
+            'privacy.reproducible_noise': True,
+            'eval.n_boot': 200 if quick else 1000,
+            'pretrain': pre, 'experiments': exps,
+            'epsilon': list(epsilons or DEFAULT_EPSILONS),
             'seed': list(seeds or ([0] if quick else [0, 1]))}
 
 # %% ../nbs/11_study.ipynb #fbbcf94c
@@ -161,10 +280,11 @@ PAPER = {
     'cxr': {'data.dataset': 'manifest', 'model.name': 'resnet9', 'data.image_size': 512, 'model.width': 1.0,
             'train.epochs': 150, 'train.batch_size': 128, 'train.physical_batch_size': 32, 'train.lr': 5e-4,
             'privacy.max_grad_norm': 1.5, 'privacy.accountant': 'prv', 'privacy.delta': 6e-6,
+            'privacy.unit': 'image',           # the paper's unit: one image (privacy.json says it is not per patient)
             'epsilon': ['inf', 8, 4, 2, 1, 0.5]},
     'ct': {'data.dataset': 'manifest', 'model.name': 'resnet9_3d', 'data.image_size': 128, 'model.width': 1.0,
            'train.epochs': 50, 'train.batch_size': 512, 'train.physical_batch_size': 8, 'train.lr': 2e-4,
-           'privacy.max_grad_norm': 1.0, 'privacy.accountant': 'gdp', 'privacy.delta': 1e-3,
+           'privacy.max_grad_norm': 1.0, 'privacy.accountant': 'gdp', 'privacy.delta': 1e-3, 'privacy.unit': 'image',
            'data.subgroups': [{'name': 'sex', 'column': 'sex'}, {'name': 'age_quartile', 'column': 'age', 'quantiles': 4}],
            'epsilon': ['inf', 8, 7, 6, 5, 4.71, 2.04, 1.06, 0.54, 0.29]},
 }
@@ -197,12 +317,13 @@ def reproduce(out='runs/reproduce', figures_dir='figures', quick: bool = False, 
               jobs: int | None = None, paper: bool = False, manifests: dict | None = None,
               figures: bool = True) -> pd.DataFrame:
     "Run the default (or paper-scale) study as a sweep, write results.csv and the figures; returns the results."
+    import time
     from dpmed.sweep import run_sweep
-    out = Path(out)
+    t0, out = time.time(), Path(out)
     grid = paper_grid(manifests or {}) if paper else default_grid(quick)
     if quick and paper: raise DpmedError("reproduce: --quick and --paper exclude each other")
     jobs = jobs or (1 if paper else default_jobs())
-    if not paper: grid['train.num_threads'] = 1 if jobs > 1 else None
+    if not paper: grid['train.num_threads'] = 1   # one thread per run whatever --jobs: the same arithmetic, the same numbers
     out.mkdir(parents=True, exist_ok=True)
     write_grid(grid, out / 'grid.yaml')
     res = run_sweep(out / 'grid.yaml', out, jobs=jobs, progress=progress)
@@ -213,4 +334,26 @@ def reproduce(out='runs/reproduce', figures_dir='figures', quick: bool = False, 
         execute_notebook('figures', out / 'figures.ipynb',
                          {'results_dir': str(out.resolve()), 'out': str(Path(figures_dir).resolve()),
                           'n_boot': 200 if quick else 500})
+        atomic_write_text(Path(figures_dir) / 'reproduce.md', run_record(res.results, time.time() - t0, jobs))
     return res.results
+
+def run_record(results: pd.DataFrame, seconds: float, jobs: int) -> str:
+    "What README says about the last `dpmed reproduce`: runs, wall time, cores, jobs, torch and numpy versions."
+    import platform, numpy, torch
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else os.cpu_count()
+    return (f"The last `dpmed reproduce` here: {len(results)} runs (pretrainings besides) and the figures in "
+            f"{seconds / 60:.1f} min of wall time with {jobs} parallel job(s) on {cores} CPU core(s) "
+            f"({platform.machine()}, Python {platform.python_version()}, torch {torch.__version__}, numpy {numpy.__version__}); "
+            f"finished runs already in the folder are not retrained, so a resumed study reports less.\n")
+
+# %% ../nbs/11_study.ipynb #e68925da
+def _cmd_reproduce(args) -> int:
+    "dpmed reproduce: the default (or --paper) study; prints its results table."
+    manifests = {k: v for k, v in (('cxr', args.cxr_manifest), ('ct', args.ct_manifest)) if v}
+    if manifests and not args.paper: raise DpmedError('--cxr-manifest/--ct-manifest go with --paper')
+    df = reproduce(args.out, args.figures, quick=args.quick, progress=not args.quiet, jobs=args.jobs,
+                   paper=args.paper, manifests=manifests)
+    cols = ['run', 'target_epsilon', 'epsilon', 'auroc_mean', 'auroc_mean_ci_low', 'auroc_mean_ci_high']
+    print(df[cols].to_string(index=False, float_format=lambda v: f'{v:.4f}'))
+    print(f"results: {Path(args.out) / 'results.csv'}  figures: {args.figures}/")
+    return 0

@@ -116,7 +116,65 @@ def test_figures_cli(tmp_path, sweep_dir):
     out, err = io.StringIO(), io.StringIO()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
         rc = main(['figures', str(sweep_dir), '--out', str(tmp_path / 'f'), '--n-boot', '50', '--quiet'])
-    assert rc == 0 and 'auroc_vs_epsilon.png' in out.getvalue() and 'note: data figure' in out.getvalue()
+    assert rc == 0, err.getvalue()
+    assert 'auroc_vs_epsilon.png' in out.getvalue() and 'note: data figure' in out.getvalue()
     assert (tmp_path / 'f' / 'spd_vs_epsilon.svg').exists()
     with contextlib.redirect_stderr(err): rc = main(['figures', str(tmp_path / 'nothing')])
-    assert rc == 2 and 'no results.csv' in err.getvalue()
+    assert rc == 3 and 'no results.csv' in err.getvalue()
+
+
+def _named_run(path, dataset, labels, e, seed, auroc_f, pretrained=None):
+    "A synthetic run of `dataset` (its own name in metrics.json), optionally fine-tuned from `pretrained`."
+    import yaml
+    synthetic_run(path, {'F': auroc_f, 'M': 0.85}, labels=labels, n_patients=150, epsilon=e, model_seed=seed, data_seed=0,
+                  extra_metrics=dict(model='fake', target_epsilon=None if math.isinf(e) else e,
+                                     noise_multiplier=1.0, steps=10, best_epoch=1, n_train=300, n_test=300,
+                                     train_seconds=1.0, train_positives={l: 50 for l in labels}))
+    m = json.loads((path / 'metrics.json').read_text()); m['dataset'] = dataset
+    write_json(path / 'metrics.json', m)
+    if pretrained:
+        cfg = yaml.safe_load((path / 'config.yaml').read_text())
+        cfg['model'] = {'pretrained': str(path.parent / 'pretrain' / pretrained)}
+        (path / 'config.yaml').write_text(yaml.safe_dump(cfg))
+
+
+def test_several_datasets_and_a_pretrained_arm_get_their_own_panels_and_rows(tmp_path):
+    "Two named datasets with different labels, one with a pretrained arm: a panel, a row per seed-mean, no mixing."
+    from dpmed.figures import plot_auroc_vs_epsilon, summary_table, gap_table, dataset_title
+    root = tmp_path / 'sweep'
+    for e in (math.inf, 8):
+        for seed in (0, 1):
+            tag = f"{'nonprivate' if math.isinf(e) else f'eps{e:g}'}_seed{seed}"
+            _named_run(root / f'nih_{tag}', 'nih_cxr14_1000', ('effusion', 'atelectasis', 'mass'), e, seed, 0.75)
+            _named_run(root / f'nih_pre_{tag}', 'nih_cxr14_1000', ('effusion', 'atelectasis', 'mass'), e, seed, 0.8,
+                       pretrained='pneumonia_public')
+            _named_run(root / f'pneu_{tag}', 'pneumoniamnist', ('pneumonia',), e, seed, 0.9)
+    write_results(collect_results(root), root / 'results.csv')
+    res = load_results(root)
+    assert set(res.pretrained) == {'', 'pneumonia_public'}
+    fig = plot_auroc_vs_epsilon(res)
+    assert [ax.get_title() for ax in fig.axes] == [dataset_title('nih_cxr14_1000'), dataset_title('pneumoniamnist')]
+    nih_legend = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+    assert any('from scratch' in t for t in nih_legend) and any('pretrained on pneumonia_public' in t for t in nih_legend)
+    summ = summary_table(res)
+    assert (summ.seeds == 2).all() and len(summ) == 6            # 3 arms x 2 budgets, 2 seeds each (not 4 or 6)
+    gaps = gap_table(res).set_index(['dataset', 'pretraining'])
+    for (ds, pre), row in gaps.iterrows():
+        x = res[(res.dataset == ds) & (res.pretrained == ('' if pre == '-' else pre))]
+        ref = x[~x.private].auroc_mean.mean() - x[x.target_epsilon == 8].auroc_mean.mean()
+        assert row['gap ε=8'] == pytest.approx(ref, abs=1e-3)
+    made = study_figures(root, tmp_path / 'figs', n_boot=50)      # no "labels differ" crash, one file per arm
+    names = set(made) - {'_notes'}
+    assert {'auroc_vs_epsilon_per_label_nih_cxr14_1000', 'auroc_vs_epsilon_per_label_nih_cxr14_1000_pretrained_pneumonia_public',
+            'roc_curves_pneumoniamnist'} <= names, names
+    spd = pd.read_csv(tmp_path / 'figs' / 'tables' / 'spd.csv')
+    assert spd.groupby('dataset').run.nunique().to_dict() == {'nih_cxr14_1000': 4, 'nih_cxr14_1000 + pretrained on pneumonia_public': 4,
+                                                              'pneumoniamnist': 4}
+    assert any(n.startswith('zero-shot') for n in made['_notes'])  # synthetic data cannot be rebuilt: said, not crashed
+    assert (tmp_path / 'figs' / 'pretraining.md').exists()
+    head = (tmp_path / 'figs' / 'headline.md').read_text()
+    assert head.count('\n') == 2 and 'fine-tuned from pneumonia_public' in head
+    fair = (tmp_path / 'figs' / 'fairness.md').read_text()      # sex SPD (F - M) of AUROC, sensitivity, specificity
+    assert fair.count('| nih_cxr14_1000 | auroc |') == 1 and '| nih_cxr14_1000 | sensitivity |' in fair
+    f = spd[(spd.attribute == 'sex') & (spd.group == 'F') & (spd.dataset == 'nih_cxr14_1000') & (spd.target_epsilon == 8)]
+    assert f'{f.spd.mean():+.3f} [{f.spd_lo.mean():+.3f}' in fair
