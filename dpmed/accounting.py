@@ -12,10 +12,10 @@ import numpy as np
 from .core import DpmedError
 
 # %% auto #0
-__all__ = ['ACCOUNTANTS', 'PRV_EPS_ERROR', 'MAX_SIGMA', 'MAX_PRV_GRID', 'GDP_NOTE', 'DeltaWarning', 'check_sample_rate',
-           'check_sigma', 'check_steps', 'check_delta_value', 'check_epsilon', 'check_accountant', 'normalize_history',
-           'total_steps', 'epsilon', 'epsilon_per_epoch', 'steps_for_epochs', 'calibrate_sigma', 'check_delta',
-           'privacy_report', 'privacy_paragraph', 'register_cli']
+__all__ = ['ACCOUNTANTS', 'PRV_EPS_ERROR', 'MAX_SIGMA', 'MAX_PRV_GRID', 'MAX_TARGET_EPSILON', 'RDP_ALPHAS', 'GDP_NOTE',
+           'DeltaWarning', 'check_sample_rate', 'check_sigma', 'check_steps', 'check_delta_value', 'check_epsilon',
+           'check_accountant', 'normalize_history', 'total_steps', 'epsilon', 'epsilon_per_epoch', 'steps_for_epochs',
+           'calibrate_sigma', 'check_delta', 'privacy_report', 'privacy_paragraph']
 
 # %% ../nbs/06_accounting.ipynb #2d194c45
 ACCOUNTANTS = ('prv', 'rdp', 'gdp')
@@ -258,31 +258,68 @@ def _solve(f, target, tol, s0, factor=2.0, cache=None, s_min=1e-3, s_max=MAX_SIG
         F(math.exp(x)); lo, hi = bracket()
     return hi, cache[hi]
 
+MAX_TARGET_EPSILON = 100.0    # above this a guarantee promises nothing (a likelihood ratio up to e^100)
+RDP_ALPHAS = tuple([1 + x / 10.0 for x in range(1, 100)] + list(range(12, 64)))   # = Opacus' RDPAccountant.DEFAULT_ALPHAS
+
+def _rdp_floor(delta: float) -> tuple[float, float]:
+    """(least epsilon the rdp accountant certifies at `delta` with any noise, its largest order): the limit
+    sigma -> inf of Opacus' conversion eps = rdp - (log delta + log a)/(a - 1) + log((a - 1)/a), rdp -> 0."""
+    a = np.asarray(RDP_ALPHAS, float)
+    return float((-(np.log(delta) + np.log(a)) / (a - 1) + np.log((a - 1) / a)).min()), float(a.max())
+
+def _check_feasible(target: float, delta: float, accountant: str, eps_error: float) -> None:
+    "Refuse at once, with the reason, a target that no noise multiplier meets or that no accountant computes."
+    if target > MAX_TARGET_EPSILON:
+        raise DpmedError(f"target_epsilon: {target:g} is above {MAX_TARGET_EPSILON:g}, where the guarantee promises "
+                         f"nothing and the accountants' grids explode; for a non-private run use epsilon inf")
+    if accountant == 'rdp':
+        floor, amax = _rdp_floor(delta)
+        if target <= floor:
+            raise DpmedError(f"target_epsilon: {target:g} at delta={delta:g} is below {floor:.4g}, the least the rdp "
+                             f"accountant certifies with any noise (its largest order is {amax:g}); use the prv or "
+                             f"gdp accountant, or a larger delta")
+    if accountant == 'prv' and target <= 2 * eps_error:
+        raise DpmedError(f"target_epsilon: {target:g} is not above 2 x eps_error = {2 * eps_error:g}, the accuracy of "
+                         f"the prv accountant; pass a smaller eps_error (e.g. {target / 10:g}) or use the gdp accountant")
+
+def _ticking(f, bar):
+    "`f(sigma)` that also advances the progress bar `bar` (None: no bar)."
+    if bar is None: return f
+    def g(s, *rest):
+        e = f(s, *rest); bar.update(1); bar.set_postfix_str(f"sigma={s:.4g} epsilon={e:.4g}", refresh=False)
+        return e
+    return g
+
 def _calibrate(target_epsilon, delta, sample_rate, epochs=None, steps=None, accountant='prv', *,
-               tol=0.01, eps_error=PRV_EPS_ERROR):
-    "(sigma, epsilon(sigma), steps); see calibrate_sigma."
+               tol=0.01, eps_error=PRV_EPS_ERROR, bar=None):
+    "(sigma, epsilon(sigma), steps); see calibrate_sigma. `bar`: a tqdm bar advanced at each accountant evaluation."
     target = check_epsilon(target_epsilon); delta = check_delta_value(delta)
     q = check_sample_rate(sample_rate); check_accountant(accountant)
     tol = check_epsilon(tol, 'tol'); eps_error = check_epsilon(eps_error, 'eps_error')
     if (epochs is None) == (steps is None): raise DpmedError("calibrate: give exactly one of epochs or steps")
     T = check_steps(steps) if steps is not None else steps_for_epochs(epochs, q)
     if T < 1: raise DpmedError(f"steps: need at least one step to calibrate, got {T}")
+    _check_feasible(target, delta, accountant, eps_error)
     ev = {'rdp': _rdp_epsilon, 'gdp': _gdp_epsilon}
     try:
         with _quiet_opacus():
             if accountant != 'prv':
-                s, e = _solve(lambda s: ev[accountant]([(s, q, T)], delta), target, tol, s0=1.0)
+                s, e = _solve(_ticking(lambda s: ev[accountant]([(s, q, T)], delta), bar), target, tol, s0=1.0)
                 return s, e, T
-            try: s_rdp, _ = _solve(lambda s: _rdp_epsilon([(s, q, T)], delta), target, tol, s0=1.0)
-            except _Unreachable: s_rdp = 10.0     # rdp's floor (~0.1) is above the target; prv may still reach it
+            if target > _rdp_floor(delta)[0]:
+                try: s_rdp, _ = _solve(_ticking(lambda s: _rdp_epsilon([(s, q, T)], delta), bar), target, tol, s0=1.0)
+                except _Unreachable: s_rdp = 10.0
+            else:    # rdp cannot certify the target with any noise: start from gdp (closed form, instant)
+                s_rdp, _ = _solve(lambda s: _gdp_epsilon([(s, q, T)], delta), target, tol, s0=1.0)
             exact = {}
+            prv = _ticking(lambda s, err: _prv_epsilon([(s, q, T)], delta, err), bar)
             def f_exact(s):
-                if s not in exact: exact[s] = _prv_epsilon([(s, q, T)], delta, eps_error)
+                if s not in exact: exact[s] = prv(s, eps_error)
                 return exact[s]
             coarse = max(10 * eps_error, 0.1)
             raw = {}
             def f_raw(s):
-                if s not in raw: raw[s] = _prv_epsilon([(s, q, T)], delta, coarse) - coarse + eps_error
+                if s not in raw: raw[s] = prv(s, coarse) - coarse + eps_error
                 return raw[s]
             off, s_start = 0.0, s_rdp
             for _ in range(3):
@@ -330,12 +367,13 @@ def _opacus_version() -> str:
 def privacy_report(history, *, delta: float, max_grad_norm: float | None, steps_per_epoch: int,
                    epochs: float | None = None, n_train: int | None = None, accountant: str = 'prv',
                    accountants=ACCOUNTANTS, poisson: bool = True, target_epsilon: float | None = None,
-                   eps_error: float = PRV_EPS_ERROR) -> dict:
+                   eps_error: float = PRV_EPS_ERROR, unit: str | None = None) -> dict:
     """Content of a run's privacy.json from its accountant history (see the notebook for the fields).
 
     history: Opacus `accountant.history` (or accountant / state_dict); None for a non-private run.
     steps_per_epoch: optimizer steps per epoch (len of the DP data loader); epochs: as configured
-    (default: steps / steps_per_epoch); n_train: training set size, for the delta check."""
+    (default: steps / steps_per_epoch); n_train: number of privacy units in training (images, or patients
+    with `unit='patient'`), for the delta check; unit: what neighbouring datasets differ by."""
     delta = check_delta_value(delta); check_accountant(accountant)
     spe = check_steps(steps_per_epoch, 'steps_per_epoch')
     if spe < 1: raise DpmedError(f"steps_per_epoch: must be >= 1, got {steps_per_epoch!r}")
@@ -344,7 +382,8 @@ def privacy_report(history, *, delta: float, max_grad_norm: float | None, steps_
     notes = []
     delta_note = check_delta(delta, n_train)
     if delta_note: notes.append(delta_note)
-    rep = {'private': history is not None, 'accountant': accountant if history is not None else None}
+    rep = {'private': history is not None, 'accountant': accountant if history is not None else None,
+           'unit': unit if history is not None else None}
     if history is None:
         rep.update(sample_rate=1 / spe, noise_multiplier=0.0, max_grad_norm=None, delta=delta, steps=None,
                    steps_per_epoch=spe, epochs=epochs, poisson=poisson, target_epsilon=None, n_train=n_train,
@@ -381,6 +420,9 @@ def privacy_report(history, *, delta: float, max_grad_norm: float | None, steps_
 _NAMES = {'prv': 'PRV accountant (Gopi et al. 2021)', 'rdp': 'RDP accountant (Mironov 2017)',
           'gdp': 'Gaussian-DP approximation (Dong et al. 2019)'}
 
+_UNIT_WORDS = {'patient': 'one patient (all of their training images)', 'image': 'one training image',
+               None: 'one training record'}
+
 def _fmt_eps(e) -> str:
     return 'infinite' if e in (math.inf, 'inf', None) else f"{float(e):.2f}"
 
@@ -400,7 +442,7 @@ def privacy_paragraph(report: dict) -> str:
             if clip is not None else
             f"This model was trained with DP-SGD (sample rate {qs}, noise multiplier {ss}) for {report['steps']:,} steps. ")
     text += (f"By the {_NAMES[acc]} it satisfies ({_fmt_eps(report['epsilon'])}, {d:g})-differential privacy "
-             f"with respect to one training record.")
+             f"with respect to {_UNIT_WORDS.get(report.get('unit'), _UNIT_WORDS[None])}.")
     others = [f"{a} {_fmt_eps(e)}" for a, e in report.get('epsilon_by_accountant', {}).items() if a != acc]
     if others: text += f" The other accountants give epsilon = {', '.join(others)} at the same delta."
     if report.get('target_epsilon') not in (None, math.inf, 'inf'):
@@ -422,12 +464,14 @@ def _cli_delta_note(delta, n_train):
     return note
 
 def _cmd_accountant(args) -> int:
+    "dpmed accountant: epsilon of (sample rate, noise multiplier, steps) at delta, by one accountant or all."
+    from dpmed.cli import print_json
     h = [(check_sigma(args.noise_multiplier, 'noise_multiplier (--noise-multiplier)'),
           check_sample_rate(args.sample_rate, 'sample_rate (--sample-rate)'),
           check_steps(args.steps, 'steps (--steps)'))]
     delta = check_delta_value(args.delta, 'delta (--delta)')
     note = _cli_delta_note(delta, args.n_train)
-    accs = list(ACCOUNTANTS) if args.accountant == 'all' else [args.accountant]
+    accs = list(ACCOUNTANTS) if args.accountant == 'all' else [check_accountant(args.accountant, 'accountant (--accountant)')]
     check_epsilon(args.eps_error, 'eps_error (--eps-error)')
     eps = {a: epsilon(h, delta, a, eps_error=args.eps_error) for a in accs}
     if args.json:
@@ -435,7 +479,7 @@ def _cmd_accountant(args) -> int:
         out.update({'accountant': accs[0], 'epsilon': _json_num(eps[accs[0]])} if len(accs) == 1 else
                    {'epsilon_by_accountant': {a: _json_num(e) for a, e in eps.items()}})
         if note: out['note'] = note
-        print(json.dumps(out))
+        print_json(out)
     else:
         s, q, t = h[0]
         for a, e in eps.items():
@@ -444,6 +488,9 @@ def _cmd_accountant(args) -> int:
     return 0
 
 def _cmd_calibrate(args) -> int:
+    "dpmed calibrate: the noise multiplier for a target epsilon (infeasible targets refused at once)."
+    from dpmed.cli import print_json
+    check_accountant(args.accountant, 'accountant (--accountant)')
     delta = check_delta_value(args.delta, 'delta (--delta)')
     check_epsilon(args.target_epsilon, 'target_epsilon (--target-epsilon)')
     check_sample_rate(args.sample_rate, 'sample_rate (--sample-rate)')
@@ -452,44 +499,18 @@ def _cmd_calibrate(args) -> int:
     if args.steps is not None and args.steps < 1: raise DpmedError(f"steps (--steps): must be >= 1, got {args.steps!r}")
     check_epsilon(args.tol, 'tol (--tol)'); check_epsilon(args.eps_error, 'eps_error (--eps-error)')
     note = _cli_delta_note(delta, args.n_train)
-    s, e, T = _calibrate(args.target_epsilon, delta, args.sample_rate, epochs=args.epochs, steps=args.steps,
-                         accountant=args.accountant, tol=args.tol, eps_error=args.eps_error)
+    from tqdm.auto import tqdm
+    with tqdm(desc='calibrating', unit=' evaluations', delay=1.0, disable=args.quiet, file=sys.stderr) as bar:
+        s, e, T = _calibrate(args.target_epsilon, delta, args.sample_rate, epochs=args.epochs, steps=args.steps,
+                             accountant=args.accountant, tol=args.tol, eps_error=args.eps_error, bar=bar)
     if args.json:
         out = {'noise_multiplier': s, 'epsilon': e, 'target_epsilon': args.target_epsilon, 'delta': delta,
                'sample_rate': args.sample_rate, 'steps': T, 'epochs': args.epochs, 'accountant': args.accountant}
         if note: out['note'] = note
-        print(json.dumps(out))
+        print_json(out)
     else:
         print(f"noise multiplier (sigma) = {s:.4f}")
         print(f"  gives epsilon = {e:.4f} <= target {args.target_epsilon:g} at delta {delta:g} ({args.accountant} "
               f"accountant; sample rate {args.sample_rate:g}, {T:,} steps"
               + (f" = {args.epochs:g} epochs" if args.epochs is not None else '') + ")")
     return 0
-
-def register_cli(subparsers) -> None:
-    "Add `dpmed accountant` and `dpmed calibrate` to the dpmed command line."
-    p = subparsers.add_parser('accountant', help='epsilon of a DP-SGD run',
-                              description='Epsilon spent by STEPS Poisson-sampled Gaussian steps (DP-SGD) at DELTA.')
-    p.add_argument('--sample-rate', type=float, required=True, help='probability q that a record is in a batch (batch/N)')
-    p.add_argument('--noise-multiplier', type=float, required=True, help='noise std / clipping norm (sigma)')
-    p.add_argument('--steps', type=int, required=True, help='number of optimizer steps')
-    p.add_argument('--delta', type=float, required=True, help='target delta')
-    p.add_argument('--accountant', choices=ACCOUNTANTS + ('all',), default='prv', help='default: prv')
-    p.add_argument('--eps-error', type=float, default=PRV_EPS_ERROR, help='accuracy of the prv accountant (default 0.01)')
-    p.add_argument('--n-train', type=int, default=None, help='training-set size, to check delta < 1/N')
-    p.add_argument('--json', action='store_true', help='print one JSON object')
-    p.set_defaults(func=_cmd_accountant)
-    c = subparsers.add_parser('calibrate', help='noise multiplier for a target epsilon',
-                              description='Noise multiplier (sigma) whose run spends at most TARGET_EPSILON at DELTA.')
-    c.add_argument('--target-epsilon', type=float, required=True)
-    c.add_argument('--delta', type=float, required=True)
-    c.add_argument('--sample-rate', type=float, required=True, help='probability q that a record is in a batch (batch/N)')
-    g = c.add_mutually_exclusive_group(required=True)
-    g.add_argument('--epochs', type=float, help='epochs; steps = floor(epochs / sample_rate)')
-    g.add_argument('--steps', type=int, help='number of optimizer steps (instead of --epochs)')
-    c.add_argument('--accountant', choices=ACCOUNTANTS, default='prv', help='default: prv')
-    c.add_argument('--tol', type=float, default=0.01, help='epsilon may fall short of the target by at most this (0.01)')
-    c.add_argument('--eps-error', type=float, default=PRV_EPS_ERROR, help='accuracy of the prv accountant (default 0.01)')
-    c.add_argument('--n-train', type=int, default=None, help='training-set size, to check delta < 1/N')
-    c.add_argument('--json', action='store_true', help='print one JSON object')
-    c.set_defaults(func=_cmd_calibrate)

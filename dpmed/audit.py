@@ -18,9 +18,10 @@ from .metrics import auroc, auroc_from_counts, bootstrap_counts, percentile_ci
 
 # %% auto #0
 __all__ = ['FPR_LEVELS', 'roc_points', 'tpr_at_fpr', 'attack_stats', 'example_losses', 'load_checkpoint', 'build_for',
-           'load_run_model', 'one_run_p_value', 'epsilon_lower_bound', 'make_canaries', 'with_canaries', 'guess_grid',
-           'guess_counts', 'one_run_bound', 'canary_config', 'canary_audit', 'logit_margins', 'lira_scores',
-           'shadow_inclusion', 'lira_attack', 'audit_run', 'audit_summary', 'plot_audit', 'save_figure', 'register_cli']
+           'load_run_model', 'one_run_p_value', 'epsilon_lower_bound', 'make_canaries', 'canary_image_mask',
+           'canary_scores', 'with_canaries', 'guess_grid', 'guess_counts', 'one_run_bound', 'canary_config',
+           'canary_audit', 'logit_margins', 'lira_scores', 'shadow_inclusion', 'lira_attack', 'audit_run',
+           'audit_summary', 'plot_audit', 'save_figure']
 
 # %% ../nbs/14_audit.ipynb #7bb778a2
 FPR_LEVELS = (0.01, 0.001)
@@ -171,24 +172,40 @@ def epsilon_lower_bound(m: int, r: int, v: int, confidence: float = 0.95, delta:
     return float(optimize.brentq(f, lo, up, xtol=1e-10)) if f(lo) < 0 else float(lo)
 
 # %% ../nbs/14_audit.ipynb #d4018f47
-def make_canaries(k: int, like: ImageSet, seed: int = 0):
-    "(canaries, included): `k` noise images with random labels shaped like `like`, and independent fair coin flips."
+def make_canaries(k: int, like: ImageSet, seed: int = 0, images_per_canary: int = 1):
+    """(canaries, included): `k` canary patients of `images_per_canary` noise images each, with random labels,
+    shaped like `like`, and one independent fair coin flip per canary patient (all its images in or out)."""
     if k < 2: raise DpmedError(f"--canaries: need at least 2 canaries, got {k}")
-    rng = np.random.default_rng([int(seed), 7311])
-    shape = (k,) + tuple(like.images.shape[1:])
+    if images_per_canary < 1: raise DpmedError(f"--canary-images: at least 1 image per canary, got {images_per_canary}")
+    rng, n = np.random.default_rng([int(seed), 7311]), k * images_per_canary
+    shape = (n,) + tuple(like.images.shape[1:])
     images = rng.integers(0, 256, shape, dtype=np.uint8) if like.images.dtype == np.uint8 \
         else rng.random(shape, dtype=np.float32)
-    labels = rng.integers(0, 2, (k, len(like.label_names))).astype(like.labels.dtype)
+    labels = rng.integers(0, 2, (n, len(like.label_names))).astype(like.labels.dtype)
     included = rng.random(k) < 0.5
-    ids = [f'canary{i:04d}' for i in range(k)]
-    meta = pd.DataFrame({'id': ids, 'patient_id': ids, 'split': 'train', 'canary': True})
+    pids = [f'canary{i:04d}' for i in range(k) for _ in range(images_per_canary)]
+    ids = pids if images_per_canary == 1 else [f'{p}_{j}' for p, j in zip(pids, np.tile(range(images_per_canary), k))]
+    meta = pd.DataFrame({'id': ids, 'patient_id': pids, 'split': 'train', 'canary': True})
     for j, lab in enumerate(like.label_names):
         if lab in like.meta: meta[lab] = labels[:, j]
     return ImageSet(images, labels, meta, list(like.label_names)), included
 
+def canary_image_mask(canaries: ImageSet, included) -> np.ndarray:
+    "Per image of `canaries`: is its canary patient included (`included` has one flag per canary patient)."
+    pids = canaries.meta['patient_id'].to_numpy()
+    order = list(dict.fromkeys(pids))
+    inc = np.asarray(included, bool)
+    if len(inc) != len(order): raise DpmedError(f"{len(inc)} inclusion flags for {len(order)} canary patients")
+    return inc[pd.Index(order).get_indexer(pids)]
+
+def canary_scores(canaries: ImageSet, losses) -> np.ndarray:
+    "One score per canary patient: minus the mean loss over its images (higher = more likely included)."
+    pids = canaries.meta['patient_id'].to_numpy()
+    return -pd.Series(np.asarray(losses, float)).groupby(pids, sort=False).mean().to_numpy()
+
 def with_canaries(data: ImageSet, canaries: ImageSet, included) -> ImageSet:
-    "`data` with the included canaries added to its training split (the other splits unchanged)."
-    inc = canaries.subset(np.flatnonzero(np.asarray(included)))
+    "`data` with the included canary patients (all their images) added to its training split (the other splits unchanged)."
+    inc = canaries.subset(np.flatnonzero(canary_image_mask(canaries, included)))
     if data.images.shape[1:] != canaries.images.shape[1:] or data.images.dtype != canaries.images.dtype:
         raise DpmedError("canaries do not match the images of the data set (shape or dtype)")
     meta = pd.concat([data.meta.assign(canary=False), inc.meta], ignore_index=True)
@@ -226,10 +243,12 @@ def one_run_bound(scores, included, confidence: float = 0.95, delta: float = 0.0
             'confidence_per_guess_set': conf_each, 'delta': delta, 'grid': rows}
 
 # %% ../nbs/14_audit.ipynb #bbad69aa
-def canary_config(cfg: ExperimentConfig, n_train: int, k: int) -> ExperimentConfig:
-    "The config of the canary run: same settings, noise multiplier fixed for the expected size n_train + k/2."
+def canary_config(cfg: ExperimentConfig, n_train: int, k: int, unit: str | None = None) -> ExperimentConfig:
+    """The config of the canary run: same settings, noise multiplier fixed for the expected size n_train + k/2
+    (both counted in privacy units); `unit` pins the privacy unit to the audited run's."""
     c = dataclasses.replace(cfg, name=f'{cfg.name}-canaries', privacy=dataclasses.replace(cfg.privacy))
     p = c.privacy
+    if unit is not None: p.unit = unit
     if p.private and p.noise_multiplier is None:
         from dpmed.accounting import calibrate_sigma
         q = 1 / math.ceil((n_train + k / 2) / cfg.train.batch_size)
@@ -239,29 +258,38 @@ def canary_config(cfg: ExperimentConfig, n_train: int, k: int) -> ExperimentConf
     return c
 
 def canary_audit(cfg: ExperimentConfig, k: int, seed: int = 0, data: ImageSet | None = None,
-                 confidence: float = 0.95, weights: str = 'last', progress: bool = False) -> dict:
-    "Train with `k` canaries (half included at random), guess inclusion from their losses, bound epsilon."
+                 confidence: float = 0.95, weights: str = 'last', progress: bool = False,
+                 images_per_canary: int = 1) -> dict:
+    """Train with `k` canary patients of `images_per_canary` images (half included at random), guess inclusion
+    from their mean losses, bound epsilon. The privacy unit is the run's (resolved on its own training split)."""
     from dpmed.train import train, load_imageset
+    from dpmed.dpsgd import resolve_unit, unit_count
     t0 = time.time()
     data = data if data is not None else load_imageset(cfg)
-    canaries, included = make_canaries(k, data, seed)
-    n_train = int((data.meta['split'] == 'train').sum())
-    ccfg = canary_config(cfg, n_train, k)
+    canaries, included = make_canaries(k, data, seed, images_per_canary)
+    pids = data.meta.loc[data.meta['split'] == 'train', 'patient_id']
+    n_train, unit = len(pids), resolve_unit(cfg.privacy.unit, pids)
+    per = 1 if unit == 'patient' else images_per_canary     # privacy units added per included canary
+    ccfg = canary_config(cfg, unit_count(unit, pids), k * per, unit)
     res = train(ccfg, data=with_canaries(data, canaries, included), progress=progress)
     device = resolve_device(ccfg.train.device)
     if weights == 'last':
         model = build_for(ccfg, len(data.label_names)); model.load_state_dict(res.checkpoint['model_last'])
     else: model = res.model
     losses = example_losses(model.to(device), canaries, device)
-    bound = one_run_bound(-losses, included, confidence, cfg.privacy.delta)
+    scores = canary_scores(canaries, losses)
+    bound = one_run_bound(scores, included, confidence, cfg.privacy.delta)
     pv = res.privacy
     acc = pv['epsilon'] if pv['private'] else math.inf
     return {**bound, 'accounted_epsilon': acc, 'private': pv['private'], 'noise_multiplier': pv['noise_multiplier'],
-            'sample_rate': pv['sample_rate'], 'steps': pv['steps'], 'n_train': n_train + int(np.sum(included)),
+            'sample_rate': pv['sample_rate'], 'steps': pv['steps'], 'unit': pv.get('unit'),
+            'n_train': n_train + int(np.sum(included)) * images_per_canary, 'images_per_canary': images_per_canary,
             'consistent': bool(bound['epsilon_lower_bound'] <= acc), 'weights': weights, 'seed': int(seed),
-            'canary_kind': 'uniform-noise images, labels drawn at random (p = 1/2 each)',
-            'auc': auroc(included, -losses) if 0 < included.sum() < k else float('nan'),
-            'losses': losses.tolist(), 'included': included.astype(int).tolist(), 'seconds': time.time() - t0}
+            'canary_kind': (f'patients of {images_per_canary} uniform-noise image(s), labels drawn at random '
+                            '(p = 1/2 each); score = minus the mean loss over the patient\'s images'),
+            'auc': auroc(included, scores) if 0 < included.sum() < k else float('nan'),
+            'losses': losses.tolist(), 'scores': scores.tolist(), 'included': included.astype(int).tolist(),
+            'seconds': time.time() - t0}
 
 # %% ../nbs/14_audit.ipynb #93dc5e67
 def logit_margins(model, s: ImageSet, device='cpu', batch_size: int = 128) -> np.ndarray:
@@ -345,9 +373,10 @@ def _fmt(x) -> str:
 
 def audit_run(run_dir, canaries: int = 0, seed: int = 0, out=None, weights: str = 'last',
               nonmembers: str = 'val+test', n_boot: int = 1000, confidence: float = 0.95, attack: str = 'loss',
-              shadows: int = 8, progress: bool = False) -> dict:
+              shadows: int = 8, progress: bool = False, canary_images: int = 1) -> dict:
     """Membership-inference audit of a run (loss threshold; with `attack='lira'` also LiRA with `shadows` shadow
-    runs) and, with `canaries` > 0, the canary audit; writes audit.json and audit_roc.png."""
+    runs) and, with `canaries` > 0, the canary audit (canary patients of `canary_images` images each);
+    writes audit.json and audit_roc.png."""
     from dpmed.rundir import load_run
     from dpmed.train import load_imageset
     run_dir = Path(run_dir)
@@ -395,7 +424,8 @@ def audit_run(run_dir, canaries: int = 0, seed: int = 0, out=None, weights: str 
         report['lira'] = {k: v for k, v in lira.items() if k != 'roc'}
     can = None
     if canaries:
-        can = canary_audit(cfg, canaries, seed, data=data, confidence=confidence, weights=weights, progress=progress)
+        can = canary_audit(cfg, canaries, seed, data=data, confidence=confidence, weights=weights, progress=progress,
+                           images_per_canary=canary_images)
         report['canary_audit'] = can
     report['summary'] = audit_summary(report)
     out = Path(out) if out is not None else run_dir
@@ -442,7 +472,8 @@ def plot_audit(fpr, tpr, stats_: dict, canary: dict | None = None, title: str = 
         curves.append((*lira['roc'], f"LiRA ({lira['n_shadows']} shadows), AUC {lira['auc']:.3f} "
                                      f"[{lira['auc_ci'][0]:.3f}, {lira['auc_ci'][1]:.3f}]", 'C2', '--', lira['n_nonmembers']))
     if canary and 0 < canary['n_included'] < canary['n_canaries']:
-        inc = np.asarray(canary['included'], bool); s = -np.asarray(canary['losses'])
+        inc = np.asarray(canary['included'], bool)
+        s = np.asarray(canary['scores']) if 'scores' in canary else -np.asarray(canary['losses'])
         cf, ct = roc_points(s[inc], s[~inc])
         curves.append((cf, ct, f"canaries, eps >= {canary['epsilon_lower_bound']:.2f} "
                                f"(accounted {_fmt(canary['accounted_epsilon'])})", 'C3', '-.', int((~inc).sum())))
@@ -477,39 +508,19 @@ def save_figure(fig, path) -> Path:
     return path
 
 # %% ../nbs/14_audit.ipynb #477f6395
-def _audit_cli(args) -> int:
+def _cmd_audit(args) -> int:
+    "dpmed audit: audit_run on a run directory; exit 1 when the canary bound exceeds the accounted epsilon."
+    from dpmed.cli import print_json
     rep = audit_run(args.run_dir, canaries=args.canaries, seed=args.seed, out=args.out, weights=args.weights,
                     nonmembers=args.nonmembers, n_boot=args.n_boot, confidence=args.confidence, attack=args.attack,
-                    shadows=args.shadows, progress=not args.quiet)
+                    shadows=args.shadows, progress=not args.quiet, canary_images=args.canary_images)
     out = Path(args.out) if args.out else Path(args.run_dir)
-    print(rep['summary'])
-    print(f"wrote {out / 'audit.json'} and {out / 'audit_roc.png'}")
+    if args.json: print_json({k: v for k, v in rep.items() if k != 'summary'} | {'out': str(out)})
+    else:
+        print(rep['summary'])
+        print(f"wrote {out / 'audit.json'} and {out / 'audit_roc.png'}")
     c = rep['canary_audit']
     if c and not c['consistent']:
         print("dpmed audit: the canary lower bound exceeds the accounted epsilon", file=sys.stderr)
         return 1
     return 0
-
-def register_cli(subparsers):
-    "Add `dpmed audit` to the command line."
-    p = subparsers.add_parser('audit', help='membership-inference / canary audit of a run -> audit.json',
-                              description='Empirical privacy audit of a run directory: a loss-threshold membership '
-                                          'attack (AUC, TPR at 1% and 0.1% FPR, bootstrap CIs) on the last-epoch '
-                                          'weights (with --attack lira also LiRA), and with --canaries K a one-run canary audit (Steinke et al. 2023) '
-                                          'giving a lower bound on epsilon. Writes audit.json and audit_roc.png.')
-    p.add_argument('run_dir', help='run directory written by dpmed train')
-    p.add_argument('--canaries', type=int, default=0, metavar='K',
-                   help='train once more with K canaries, half included at random, and bound epsilon from below (0 = no)')
-    p.add_argument('--seed', type=int, default=0, help='seed of the canaries, their inclusion and the bootstrap')
-    p.add_argument('--out', default=None, help='output folder (default: the run directory)')
-    p.add_argument('--attack', default='loss', choices=['loss', 'lira'],
-                   help='loss threshold (default), or lira: also the likelihood-ratio attack with shadow models')
-    p.add_argument('--shadows', type=int, default=8, help='LiRA: number of shadow training runs (default 8)')
-    p.add_argument('--weights', default='last', choices=['last', 'best'],
-                   help='last-epoch weights (the released model; default) or the best validation epoch')
-    p.add_argument('--nonmembers', default='val+test', choices=['val+test', 'test'], help='held-out images used as non-members')
-    p.add_argument('--n-boot', type=int, default=1000, help='bootstrap resamples for the intervals')
-    p.add_argument('--confidence', type=float, default=0.95, help='confidence of intervals and of the epsilon bound')
-    p.add_argument('--quiet', action='store_true', help='no progress bar')
-    p.set_defaults(func=_audit_cli)
-    return p

@@ -13,15 +13,16 @@ import yaml
 from .core import DpmedError
 
 # %% auto #0
-__all__ = ['PAPER_CXR_LABELS', 'PAPER_AGE_BINS', 'DataConfig', 'ModelConfig', 'PrivacyConfig', 'TrainConfig', 'EvalConfig',
-           'ExperimentConfig', 'validate', 'config_from_dict', 'parse_overrides', 'load_config', 'config_to_dict',
-           'config_to_yaml']
+__all__ = ['PAPER_CXR_LABELS', 'PAPER_AGE_BINS', 'BOOTSTRAP_LEVELS', 'DataConfig', 'ModelConfig', 'PrivacyConfig', 'TrainConfig',
+           'EvalConfig', 'ExperimentConfig', 'validate', 'config_from_dict', 'parse_overrides', 'load_config',
+           'config_to_dict', 'config_to_yaml']
 
 # %% ../nbs/01_config.ipynb #cbcaac33
 PAPER_CXR_LABELS = ['cardiomegaly', 'congestion', 'pleural_effusion_right', 'pleural_effusion_left',
                     'pneumonic_infiltrates_right', 'pneumonic_infiltrates_left',
                     'atelectasis_right', 'atelectasis_left']
 PAPER_AGE_BINS = [0, 30, 60, 70, 80, 100]
+BOOTSTRAP_LEVELS = ('auto', 'patient', 'image')      # eval.bootstrap (see the metrics chapter)
 
 def _default_subgroups():
     return [{'name': 'sex', 'column': 'sex'},
@@ -30,10 +31,11 @@ def _default_subgroups():
 @dataclass
 class DataConfig:
     "Where the images come from and how they are split and grouped."
-    dataset: str = 'phantom_cxr'        # phantom_cxr | phantom_ct | manifest
+    dataset: str = 'phantom_cxr'        # a registered dataset (dpmed.datasets): phantom_cxr | phantom_ct | nih_cxr14_1000 | pneumoniamnist | adrenalmnist3d | manifest
+    name: str | None = None             # the dataset's name in run names and results; None = data.dataset, or a manifest's own name
     manifest: str | None = None         # path to a manifest (CSV/Parquet) when dataset == 'manifest'
     labels: list | None = None          # label columns; None = the dataset's own
-    image_size: int = 64                # side length (2D) or cube side (3D) after preprocessing
+    image_size: int | None = None       # side length (2D) or cube side (3D) after preprocessing; None = the dataset's native size (64 for phantoms and manifests)
     n_patients: int = 1000              # phantom only: number of patients to generate
     phantom: dict = field(default_factory=dict)  # phantom only: generator options (see the phantom chapter)
     val_fraction: float = 0.15
@@ -52,6 +54,9 @@ class DataConfig:
     spacing: list | None = None         # 3D: resample to this voxel spacing in mm (MONAI Spacing); None = keep
     crop_size: list | None = None       # 3D: centre crop/pad to this many voxels before resizing; None = no crop
     augment: dict = field(default_factory=dict)  # 2D training-time augmentation (see the data chapter)
+
+    def __post_init__(self):
+        if self.image_size is None: self.image_size = _dataset_default('image_size', self.dataset, 64)
 
 @dataclass
 class ModelConfig:
@@ -72,7 +77,9 @@ class PrivacyConfig:
     noise_multiplier: float | None = None
     poisson: bool = True
     secure_mode: bool = False
-    grad_sample_mode: str = 'hooks'     # hooks | functorch | ew | ghost | fast_ghost | fast_bk (dpmed.fast_dp)
+    unit: str = 'auto'                  # privacy unit: auto (patient where patient ids repeat in training) | patient | image
+    reproducible_noise: bool = False    # True: noise seeded from train.seed (bit-identical reruns; eps holds only while the seed is secret)
+    grad_sample_mode: str = 'auto'      # auto (fast_bk where supported, else hooks) | hooks | functorch | ew | ghost | fast_ghost | fast_bk
 
     @property
     def private(self) -> bool:
@@ -106,16 +113,28 @@ class EvalConfig:
     n_boot: int = 1000
     boot_seed: int = 0
     threshold: str = 'youden'           # youden | sensitivity:0.9 | specificity:0.9 | paper
+    bootstrap: str = 'auto'             # what the bootstrap resamples: auto (patients whenever ids are known) | patient | image
 
 @dataclass
 class ExperimentConfig:
-    "The whole experiment; `name` is used for the run directory."
-    name: str = 'phantom_cxr'
+    "The whole experiment; `name` is used for the run directory (None = the dataset's name)."
+    name: str | None = None
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+
+    def __post_init__(self):
+        if self.name is None: self.name = _dataset_default('name', self.data, 'experiment')
+
+def _dataset_default(what: str, key, fallback):
+    "A default that the dataset registry (dpmed.datasets, imported on first use) decides; `fallback` when it cannot."
+    try:
+        from dpmed.datasets import DATASETS, dataset_name
+        if what == 'name': return dataset_name(key)
+        return getattr(DATASETS[key], what) if key in DATASETS else fallback
+    except (ImportError, DpmedError): return fallback
 
 # %% ../nbs/01_config.ipynb #6a39b7a7
 _INF_WORDS = {'inf', '+inf', 'infinity', '.inf', 'none', 'null', 'nonprivate', 'non-private'}
@@ -142,7 +161,7 @@ def _coerce(value, typ, where):
             if f != int(f): raise ValueError
             return int(f)
         if base == 'float':
-            if isinstance(value, bool): raise ValueError
+            if isinstance(value, bool) or math.isnan(float(value)): raise ValueError
             return float(value)
         if base == 'str': return str(value)
         if base == 'list':
@@ -153,7 +172,7 @@ def _coerce(value, typ, where):
             if isinstance(value, str): value = yaml.safe_load(value)
             if not isinstance(value, dict): raise ValueError
             return dict(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         raise DpmedError(f"{where}: expected {base}, got {value!r}") from None
     return value
 
@@ -179,17 +198,31 @@ def _build(cls, d: dict, where: str):
 _SECTIONS = {'data': DataConfig, 'model': ModelConfig, 'privacy': PrivacyConfig, 'train': TrainConfig, 'eval': EvalConfig}
 
 # %% ../nbs/01_config.ipynb #b63ff7f3
-_CHOICES = {('data', 'dataset'): ('phantom_cxr', 'phantom_ct', 'manifest'),
-            ('model', 'name'): ('resnet9', 'resnet9_3d', 'monai_resnet18', 'monai_densenet121'),
+_CHOICES = {('model', 'name'): ('resnet9', 'resnet9_3d', 'monai_resnet18', 'monai_densenet121'),
             ('train', 'lr_schedule'): ('constant', 'cosine', 'step'),
             ('privacy', 'accountant'): ('prv', 'rdp', 'gdp'),
-            ('privacy', 'grad_sample_mode'): ('hooks', 'functorch', 'ew', 'ghost', 'fast_ghost', 'fast_bk'),
+            ('privacy', 'unit'): ('auto', 'patient', 'image'),
+            ('privacy', 'grad_sample_mode'): ('auto', 'hooks', 'functorch', 'ew', 'ghost', 'fast_ghost', 'fast_bk'),
             ('train', 'optimizer'): ('nadam', 'adam', 'sgd'),
-            ('train', 'pos_weight'): ('val', 'train', 'none')}
+            ('train', 'pos_weight'): ('val', 'train', 'none'),
+            ('eval', 'bootstrap'): BOOTSTRAP_LEVELS}
+
+def _check_dataset(d: DataConfig, model_dims: int, model_name: str):
+    "data.dataset, data.labels and the model's 2D/3D fit against the dataset registry (dpmed.datasets)."
+    from dpmed.datasets import dataset_spec
+    spec = dataset_spec(d.dataset)                      # DpmedError listing the registered names
+    if spec.all_labels and d.labels:
+        missing = [l for l in d.labels if l not in spec.all_labels]
+        if missing: raise DpmedError(f"data.labels: {missing} not among {d.dataset}'s labels {spec.all_labels}")
+    if spec.spatial_dims and model_dims != spec.spatial_dims:
+        raise DpmedError(f"model.name: {model_name!r} does not fit data.dataset {d.dataset!r} (2D vs 3D; "
+                         f"{d.dataset} is {spec.spatial_dims}D, e.g. model.name: {spec.model})")
 
 def validate(cfg: ExperimentConfig) -> ExperimentConfig:
     "Raise `DpmedError` naming the field for any invalid value; returns `cfg`."
     def bad(path, msg): raise DpmedError(f"{path}: {msg}")
+    from dpmed.datasets import dataset_spec
+    dataset_spec(cfg.data.dataset)                       # first: the other checks read the dataset's defaults
     for (sec, name), choices in _CHOICES.items():
         v = getattr(getattr(cfg, sec), name)
         if v not in choices: bad(f"{sec}.{name}", f"{v!r} is not one of {', '.join(choices)}")
@@ -226,8 +259,7 @@ def validate(cfg: ExperimentConfig) -> ExperimentConfig:
     if cfg.model.name == 'resnet9' and cfg.model.spatial_dims == 3 or cfg.model.name == 'resnet9_3d' and cfg.model.spatial_dims == 2:
         bad('model.spatial_dims', f"{cfg.model.name!r} has fixed dimensions; use resnet9 (2D) or resnet9_3d (3D)")
     _mdims = cfg.model.spatial_dims or (2 if cfg.model.name == 'resnet9' else 3)
-    if (_mdims == 3) != (d.dataset == 'phantom_ct') and d.dataset != 'manifest':
-        bad('model.name', f"{cfg.model.name!r} does not fit data.dataset {d.dataset!r} (2D vs 3D)")
+    _check_dataset(d, _mdims, cfg.model.name)
     if p.epsilon is not None and not math.isinf(p.epsilon) and p.epsilon <= 0:
         bad('privacy.epsilon', f"must be > 0 (or inf for non-private), got {p.epsilon}")
     if not 0 < p.delta < 1: bad('privacy.delta', f"must be in (0, 1), got {p.delta}")
@@ -287,6 +319,10 @@ def load_config(path=None, overrides=None) -> ExperimentConfig:
         if not path.exists(): raise DpmedError(f"{path}: config file not found")
         try: d = yaml.safe_load(path.read_text()) or {}
         except yaml.YAMLError as e: raise DpmedError(f"{path}: not valid YAML ({e})") from None
+        except UnicodeDecodeError: raise DpmedError(f"{path}: not a text (YAML) file") from None
+        if not isinstance(d, dict):
+            raise DpmedError(f"{path}: expected a mapping of sections (data, model, privacy, train, eval), "
+                             f"got a {type(d).__name__}")
     where = f"{path}: " if path is not None else ''
     try: return config_from_dict(_merge(d, parse_overrides(overrides)))
     except DpmedError as e: raise DpmedError(f"{where}{e}") from None

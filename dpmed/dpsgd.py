@@ -13,9 +13,10 @@ from torch import nn
 from .core import DpmedError
 
 # %% auto #0
-__all__ = ['GRAD_SAMPLE_MODES', 'FAST_MODES', 'UNSUPPORTED', 'PerSampleBCE', 'PoissonSampler', 'ShuffleSampler',
-           'check_grad_sample_mode', 'secure_generator', 'PrivateParts', 'make_private', 'empty_step',
-           'naive_per_sample_grads', 'clipped_sum_reference']
+__all__ = ['GRAD_SAMPLE_MODES', 'FAST_MODES', 'UNSUPPORTED', 'AUTO_MODE', 'AUTO_FALLBACK', 'PerSampleBCE', 'PatientIndex',
+           'PoissonSampler', 'ShuffleSampler', 'resolve_unit', 'unit_count', 'fast_bk_obstacle',
+           'resolve_grad_sample_mode', 'check_grad_sample_mode', 'secure_generator', 'PrivateParts', 'make_private',
+           'empty_step', 'naive_per_sample_grads', 'clipped_sum_reference']
 
 # %% ../nbs/05a_dpsgd.ipynb #2d4e6bf0
 class PerSampleBCE(nn.Module):
@@ -33,26 +34,59 @@ class PerSampleBCE(nn.Module):
         return per.sum() if self.reduction == 'sum' else per.mean()
 
 # %% ../nbs/05a_dpsgd.ipynb #5f7c6145
-class PoissonSampler(torch.utils.data.Sampler):
-    """`steps` batches; each of `n` records is in a batch with probability `sample_rate`, independently.
-    With `world_size` > 1, every rank must hold a generator in the same state: all draw the same global mask
-    and rank r keeps selected records r, r+W, r+2W, ... Empty batches are yielded (they are steps too)."""
+class PatientIndex:
+    "The training images of each patient (the privacy unit), and a uniform draw of one image per sampled patient."
+    def __init__(self, patient_ids):
+        import pandas as pd
+        codes, uniq = pd.factorize(pd.Series(list(patient_ids)).astype(str), sort=False)
+        if (codes < 0).any(): raise DpmedError("patient_id: missing values in the training split")
+        codes = torch.as_tensor(codes, dtype=torch.long)
+        self.members = torch.argsort(codes, stable=True)          # image indices, grouped by patient
+        self.counts = torch.bincount(codes, minlength=len(uniq))
+        self.offsets = torch.cumsum(self.counts, 0) - self.counts
+        self.n_patients, self.n_images = len(uniq), len(codes)
+
+    @property
+    def max_images(self) -> int: return int(self.counts.max()) if self.n_patients else 0
+
+    def pick(self, patients: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        "One image index per patient in `patients`, uniform among that patient's images (uses `generator`)."
+        u = torch.rand(len(patients), generator=generator, dtype=torch.float64)
+        cnt = self.counts[patients]
+        j = torch.minimum((u * cnt).long(), cnt - 1)
+        return self.members[self.offsets[patients] + j]
+
+class _UnitSampler(torch.utils.data.Sampler):
+    "Shared part: units -> image indices (one image per sampled patient), then this rank's share."
+    def _images(self, units: torch.Tensor) -> list:
+        if self.patients is not None: units = self.patients.pick(units, self.pick_generator)
+        return units[self.rank::self.world_size].tolist()
+
+class PoissonSampler(_UnitSampler):
+    """`steps` batches; each of `n` units is in a batch with probability `sample_rate`, independently. A unit is
+    an image, or with `patients` (a `PatientIndex`) a patient, who then gives one image drawn with `pick_generator`.
+    With `world_size` > 1, every rank must hold generators in the same state: all draw the same global sample
+    and rank r keeps selected images r, r+W, r+2W, ... Empty batches are yielded (they are steps too)."""
     def __init__(self, n: int, sample_rate: float, steps: int, generator: torch.Generator, rank: int = 0,
-                 world_size: int = 1):
+                 world_size: int = 1, patients: PatientIndex | None = None, pick_generator=None):
+        if patients is not None and n != patients.n_patients:
+            raise DpmedError(f"PoissonSampler: n={n} units but {patients.n_patients} patients")
         self.n, self.sample_rate, self.steps, self.generator = n, sample_rate, steps, generator
-        self.rank, self.world_size = rank, world_size
+        self.rank, self.world_size, self.patients, self.pick_generator = rank, world_size, patients, pick_generator
 
     def __len__(self): return self.steps
 
     def __iter__(self):
         for _ in range(self.steps):
             mask = torch.rand(self.n, generator=self.generator) < self.sample_rate
-            yield mask.nonzero().reshape(-1)[self.rank::self.world_size].tolist()
+            yield self._images(mask.nonzero().reshape(-1))
 
-class ShuffleSampler(torch.utils.data.Sampler):
-    "Non-Poisson batches (shuffle, fixed size), sharded across ranks the same way; for `poisson: false` runs."
-    def __init__(self, n: int, batch_size: int, generator: torch.Generator, rank: int = 0, world_size: int = 1):
+class ShuffleSampler(_UnitSampler):
+    "Non-Poisson batches (shuffle units, fixed size), sharded the same way; for `poisson: false` runs."
+    def __init__(self, n: int, batch_size: int, generator: torch.Generator, rank: int = 0, world_size: int = 1,
+                 patients: PatientIndex | None = None, pick_generator=None):
         self.n, self.batch_size, self.generator, self.rank, self.world_size = n, batch_size, generator, rank, world_size
+        self.patients, self.pick_generator = patients, pick_generator
         self.steps = math.ceil(n / batch_size)
 
     def __len__(self): return self.steps
@@ -60,7 +94,19 @@ class ShuffleSampler(torch.utils.data.Sampler):
     def __iter__(self):
         perm = torch.randperm(self.n, generator=self.generator)
         for i in range(self.steps):
-            yield perm[i * self.batch_size:(i + 1) * self.batch_size][self.rank::self.world_size].tolist()
+            yield self._images(perm[i * self.batch_size:(i + 1) * self.batch_size])
+
+def resolve_unit(unit: str, patient_ids) -> str:
+    "`privacy.unit` for a training split: 'auto' -> 'patient' where a patient id repeats, else 'image'."
+    if unit not in ('auto', 'patient', 'image'):
+        raise DpmedError(f"privacy.unit: {unit!r} is not one of auto, patient, image")
+    if unit != 'auto': return unit
+    import pandas as pd
+    return 'patient' if pd.Series(list(patient_ids)).duplicated().any() else 'image'
+
+def unit_count(unit: str, patient_ids) -> int:
+    "How many privacy units a training split holds (patients or images)."
+    return len(set(map(str, patient_ids))) if resolve_unit(unit, patient_ids) == 'patient' else len(patient_ids)
 
 # %% ../nbs/05a_dpsgd.ipynb #1f72ed33
 GRAD_SAMPLE_MODES = ('hooks', 'functorch', 'ew', 'ghost')
@@ -69,11 +115,33 @@ UNSUPPORTED = {('ew', 'monai_densenet121'): "PyTorch's expanded weights fail on 
                "concatenated features ('view size is not compatible with input tensor's size and stride'); "
                "use hooks, functorch or ghost"}
 
+AUTO_MODE, AUTO_FALLBACK = 'fast_bk', 'hooks'   # privacy.grad_sample_mode 'auto' (the default) resolves to these
+
+def fast_bk_obstacle(model: nn.Module | None = None, *, distributed: bool = False, amp: bool = False) -> str | None:
+    "Why `fast_bk` cannot run this model or setting (None where it can): the reason the 'auto' notice gives."
+    if amp: return "train.amp (per-sample gradients under autocast are verified for hooks and ghost only)"
+    if distributed: return "several processes (fast_bk is verified in a single process only)"
+    for name, m in (model.named_modules() if model is not None else []):
+        if type(m).__name__ in ('DPRNN', 'DPLSTM', 'DPGRU', 'RNNLinear'):
+            return f"layer {name!r} ({type(m).__name__}: one hook call per time step, which the single pass refuses)"
+    return None
+
+def resolve_grad_sample_mode(mode: str, model: nn.Module | None = None, *, distributed: bool = False,
+                             amp: bool = False) -> tuple[str, str | None]:
+    """(mode, notice): `mode` itself, or for 'auto' `fast_bk` where it is supported, else stock Opacus 'hooks'
+    with a one-line notice naming the reason (the setting or the layer)."""
+    if mode != 'auto': return mode, None
+    why = fast_bk_obstacle(model, distributed=distributed, amp=amp)
+    if why is None: return AUTO_MODE, None
+    return AUTO_FALLBACK, f"privacy.grad_sample_mode auto: Opacus 'hooks' instead of 'fast_bk' because of {why}"
+
 def check_grad_sample_mode(mode: str, *, distributed: bool = False, secure_mode: bool = False, amp: bool = False,
                            model_name: str | None = None) -> str:
-    "Raise `DpmedError` with the reason for an unsupported grad_sample_mode combination; returns `mode`."
-    if mode not in GRAD_SAMPLE_MODES + FAST_MODES:
-        raise DpmedError(f"privacy.grad_sample_mode: {mode!r} is not one of {', '.join(GRAD_SAMPLE_MODES + FAST_MODES)}")
+    "Raise `DpmedError` with the reason for an unsupported grad_sample_mode combination; returns the mode ('auto' resolved)."
+    if mode not in ('auto',) + GRAD_SAMPLE_MODES + FAST_MODES:
+        raise DpmedError(f"privacy.grad_sample_mode: {mode!r} is not one of "
+                         f"{', '.join(('auto',) + GRAD_SAMPLE_MODES + FAST_MODES)}")
+    mode = resolve_grad_sample_mode(mode, distributed=distributed, amp=amp)[0]
     if (mode, model_name) in UNSUPPORTED:
         raise DpmedError(f"privacy.grad_sample_mode: {mode!r} does not work with model {model_name!r}: "
                          f"{UNSUPPORTED[(mode, model_name)]}")
@@ -105,12 +173,19 @@ class PrivateParts:
 def make_private(model: nn.Module, optimizer: torch.optim.Optimizer, criterion: nn.Module, *, grad_sample_mode: str,
                  noise_multiplier: float, max_grad_norm: float, sample_rate: float, expected_batch_size: float,
                  accountant: str = 'prv', noise_generator=None, secure_mode: bool = False,
-                 distributed: bool = False) -> PrivateParts:
-    "Wrap model/optimizer/criterion for DP-SGD with `grad_sample_mode`; the accountant records every step at `sample_rate`."
+                 distributed: bool = False, amp: bool = False) -> PrivateParts:
+    """Wrap model/optimizer/criterion for DP-SGD with `grad_sample_mode` ('auto': `resolve_grad_sample_mode`); the
+    accountant records every step at `sample_rate`. Refuses models that per-sample clipping cannot cover (BatchNorm;
+    `dpmed.fast_dp.guard_private` refuses parameters used outside their layer or trained without a hook)."""
     from opacus.accountants import create_accountant
     from opacus.grad_sample.utils import prepare_module
     from opacus.optimizers import get_optimizer_class
+    from dpmed.models import check_dp_compatible
+    from dpmed.fast_dp import guard_private
+    grad_sample_mode, notice = resolve_grad_sample_mode(grad_sample_mode, model, distributed=distributed, amp=amp)
+    if notice: warnings.warn(notice)
     check_grad_sample_mode(grad_sample_mode, distributed=distributed, secure_mode=secure_mode)
+    check_dp_compatible(model)
     kw = {'max_grad_norm': max_grad_norm} if grad_sample_mode == 'ghost' else {}
     fast = grad_sample_mode in FAST_MODES
     with warnings.catch_warnings():
@@ -124,6 +199,7 @@ def make_private(model: nn.Module, optimizer: torch.optim.Optimizer, criterion: 
     if fast and not distributed:
         from dpmed.fast_dp import fast_optimizer_class
         cls = fast_optimizer_class(cls)               # same noise stream, without Opacus' per-step copies
+    cls = guard_private(gsm, cls, grad_sample_mode)    # every step: each gradient was clipped per sample
     dp_opt = cls(optimizer, noise_multiplier=noise_multiplier, max_grad_norm=max_grad_norm,
                  expected_batch_size=expected_batch_size, loss_reduction='mean',
                  generator=secure_generator() if secure_mode else noise_generator, secure_mode=secure_mode)
@@ -141,7 +217,7 @@ def make_private(model: nn.Module, optimizer: torch.optim.Optimizer, criterion: 
 def empty_step(parts: PrivateParts) -> None:
     "A DP step on an empty logical batch in any mode: zero clipped sum plus noise, accounted as one step."
     for p in parts.optimizer.params:
-        if parts.mode in ('ghost',) + FAST_MODES: p.grad = torch.zeros_like(p)
+        if parts.mode in ('ghost',) + FAST_MODES: p.grad, p._norm_sample = torch.zeros_like(p), p.new_zeros(0)
         else: p.grad_sample = torch.zeros((0, *p.shape), dtype=p.dtype, device=p.device)
     parts.optimizer.signal_skip_step(do_skip=False)
     parts.optimizer.step()

@@ -17,8 +17,36 @@ from .config import ExperimentConfig, config_to_yaml, config_from_dict
 from .metrics import auroc_summary
 
 # %% auto #0
-__all__ = ['RUN_FILES', 'OPTIONAL_RUN_FILES', 'work_dir_of', 'predictions_table', 'run_metrics', 'write_run', 'train_and_save',
-           'load_run']
+__all__ = ['RUN_FILES', 'OPTIONAL_RUN_FILES', 'pretraining_record', 'with_pretraining', 'work_dir_of', 'predictions_table',
+           'run_metrics', 'released_statistics', 'write_run', 'train_and_save', 'load_run']
+
+# %% ../nbs/10_rundir.ipynb #b8d0b8e7
+def pretraining_record(pretrained) -> dict | None:
+    "What privacy.json says about a `model.pretrained` source: where it is, its dataset and its own privacy."
+    if not pretrained: return None
+    from dpmed.models import checkpoint_file
+    ck = checkpoint_file(pretrained)
+    rec = {'source': str(ck.parent if ck.name == 'checkpoint.pt' else ck), 'dataset': None, 'run': None,
+           'source_private': None, 'source_epsilon': None}
+    if (ck.parent / 'metrics.json').exists() and ck.name == 'checkpoint.pt':
+        m = read_json(ck.parent / 'metrics.json')
+        rec.update(run=m.get('name') or ck.parent.name, dataset=m.get('dataset'), source_private=bool(m.get('private')),
+                   source_epsilon=m.get('epsilon') if m.get('private') else None)
+    return rec
+
+def with_pretraining(privacy: dict, cfg: ExperimentConfig) -> dict:
+    "privacy.json's content plus the pretraining record and a note that epsilon does not cover the pretraining data."
+    rec = pretraining_record(cfg.model.pretrained)
+    out = {**privacy, 'pretraining': rec}
+    if rec is None: return out
+    what = f"dataset {rec['dataset']!r}, run {rec['source']}" if rec['dataset'] else rec['source']
+    note = (f"The starting weights were pretrained on data treated as public ({what}). Epsilon covers only this "
+            "run's training data; it says nothing about the pretraining data, which the released model may reveal.")
+    if rec['source_private']:
+        note += (f" The pretraining run was itself trained with DP (epsilon {rec['source_epsilon']:.3g} on its own data), "
+                 "a separate guarantee that is not composed with this one.")
+    out['notes'] = list(privacy.get('notes', [])) + [note]
+    return out
 
 # %% ../nbs/10_rundir.ipynb #80bbc9d3
 RUN_FILES = ('config.yaml', 'metrics.json', 'privacy.json', 'predictions.csv', 'val_predictions.csv',
@@ -39,13 +67,17 @@ def predictions_table(s, scores: np.ndarray, subgroup_names) -> pd.DataFrame:
     return df
 
 def run_metrics(cfg: ExperimentConfig, res) -> dict:
-    "metrics.json: test AUROC with bootstrap CIs (patient-clustered), privacy spent and training facts."
+    "metrics.json: test AUROC with bootstrap CIs (patients resampled, see `bootstrap_level`), privacy spent and training facts."
+    from dpmed.metrics import bootstrap_level
+    from dpmed.datasets import dataset_name
     te = res.data.split('test')
+    clusters, unit = bootstrap_level(te.meta['patient_id'].to_numpy(), cfg.eval.bootstrap)
     m = auroc_summary(te.labels, res.test_scores, te.label_names, n_boot=cfg.eval.n_boot, seed=cfg.eval.boot_seed,
-                      clusters=te.meta['patient_id'].to_numpy())
+                      clusters=clusters)
     pv = res.privacy
     best = res.log.loc[res.log.epoch == res.best_epoch].iloc[0]
-    m.update(name=cfg.name, dataset=cfg.data.dataset, model=cfg.model.name, private=pv['private'],
+    m.update(name=cfg.name, dataset=dataset_name(cfg.data), model=cfg.model.name, private=pv['private'],
+             bootstrap_unit=unit, subgroups_skipped=list(getattr(res.data, 'skipped_subgroups', [])),
              epsilon=pv['epsilon'], target_epsilon=pv['target_epsilon'], delta=pv['delta'],
              noise_multiplier=pv['noise_multiplier'], max_grad_norm=pv['max_grad_norm'],
              sample_rate=pv['sample_rate'], steps=pv['steps'], epochs=pv['epochs'], best_epoch=res.best_epoch,
@@ -56,13 +88,39 @@ def run_metrics(cfg: ExperimentConfig, res) -> dict:
              resumed=len(pv.get('resumes', [])), world_size=pv.get('world_size', 1))
     return m
 
+def released_statistics(cfg: ExperimentConfig, res) -> list[dict]:
+    "The statistics of training data, computed without noise, that the run directory releases (not covered by eps)."
+    out = [{'file': 'metrics.json, privacy.json', 'field': 'n_train, n_train_patients, max_images_per_patient',
+            'what': 'size of the training split and images per patient (also fix sample_rate and steps_per_epoch)'},
+           {'file': 'metrics.json', 'field': 'train_positives',
+            'what': 'exact positive count per label in the training split (for the AUROC-drop analysis)'},
+           {'file': 'train_log.csv', 'field': 'train_loss', 'what': 'mean training loss per epoch on the sampled batches'}]
+    if cfg.train.tensorboard:
+        out.append({'file': 'tensorboard/', 'field': 'train/loss, epoch/train_loss',
+                    'what': 'training loss per step and per epoch'})
+    if cfg.train.pos_weight == 'train':
+        out.append({'file': 'checkpoint.pt', 'field': 'BCE pos_weight',
+                    'what': 'class weights, negatives/positives per label of the training split'})
+    return out
+
+def _privacy_record(cfg: ExperimentConfig, res) -> dict:
+    "privacy.json: the training report plus the list of released statistics that epsilon does not cover."
+    pv = {**res.privacy, 'not_covered_by_epsilon': released_statistics(cfg, res)}
+    if pv.get('private'):
+        pv['notes'] = list(pv.get('notes', [])) + [
+            "Released without noise and not covered by epsilon: " + '; '.join(
+                f"{d['field']} ({d['file']})" for d in pv['not_covered_by_epsilon']) + '.']
+        from dpmed.accounting import privacy_paragraph
+        pv['summary'] = privacy_paragraph(pv)
+    return pv
+
 def write_run(run_dir, cfg: ExperimentConfig, res, overwrite: bool = False) -> Path:
     "Write the complete run directory atomically; returns its path."
     names = [g['name'] for g in cfg.data.subgroups]
     with atomic_dir(run_dir, overwrite=overwrite) as tmp:
         (tmp / 'config.yaml').write_text(config_to_yaml(cfg))
         write_json(tmp / 'metrics.json', run_metrics(cfg, res))
-        write_json(tmp / 'privacy.json', res.privacy)
+        write_json(tmp / 'privacy.json', with_pretraining(_privacy_record(cfg, res), cfg))
         predictions_table(res.data.split('test'), res.test_scores, names).to_csv(tmp / 'predictions.csv', index=False)
         predictions_table(res.data.split('val'), res.val_scores, names).to_csv(tmp / 'val_predictions.csv', index=False)
         res.log.to_csv(tmp / 'train_log.csv', index=False)
@@ -110,3 +168,23 @@ def load_run(run_dir) -> dict:
     cfg = config_from_dict(yaml.safe_load((run_dir / 'config.yaml').read_text()), str(run_dir / 'config.yaml'))
     return {'config': cfg, 'metrics': read_json(run_dir / 'metrics.json'), 'privacy': read_json(run_dir / 'privacy.json'),
             'predictions': pd.read_csv(run_dir / 'predictions.csv'), 'log': pd.read_csv(run_dir / 'train_log.csv')}
+
+# %% ../nbs/10_rundir.ipynb #4c91b676
+def _cmd_train(args) -> int:
+    "dpmed train: one run from a config (and overrides) -> run directory; prints its test AUROC and epsilon."
+    from dpmed.cli import print_json
+    from dpmed.config import load_config
+    cfg = load_config(args.config, args.set)
+    out = Path(args.out) if args.out else Path('runs') / cfg.name
+    m = train_and_save(cfg, out, overwrite=args.overwrite, progress=not args.quiet, resume=args.resume)
+    dist = torch.distributed
+    if dist.is_available() and dist.is_initialized() and dist.get_rank() != 0: return 0   # torchrun: rank 0 reports
+    if getattr(args, 'json', False):
+        print_json({'run_dir': str(out), **{k: m.get(k) for k in ('auroc_mean', 'auroc_mean_ci', 'epsilon', 'delta',
+                                                                  'noise_multiplier', 'steps', 'epochs', 'best_epoch')}})
+        return 0
+    eps, (lo, hi) = m['epsilon'], m['auroc_mean_ci']
+    ci = f" (95% CI {lo:.4f}-{hi:.4f})" if lo is not None and hi is not None else ' (no bootstrap CI: eval.n_boot=0)'
+    print(f"{out}: test AUROC {m['auroc_mean']:.4f}{ci}, "
+          f"epsilon {eps if isinstance(eps, str) else f'{eps:.3f}'} at delta {m['delta']:g}, {m['steps']} steps")
+    return 0

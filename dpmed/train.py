@@ -21,42 +21,22 @@ from .config import ExperimentConfig, config_to_yaml
 from .imageset import ImageSet, ArrayDataset, assign_subgroups
 from .models import build_model
 from .metrics import auroc
-from .accounting import calibrate_sigma, epsilon as spent_epsilon, privacy_report
-from .dpsgd import (PerSampleBCE, PoissonSampler, ShuffleSampler, make_private, empty_step,
-                         check_grad_sample_mode)
+from .accounting import calibrate_sigma, epsilon as spent_epsilon, privacy_report, privacy_paragraph
+from .dpsgd import (PerSampleBCE, PoissonSampler, ShuffleSampler, PatientIndex, make_private, empty_step,
+                         check_grad_sample_mode, resolve_unit)
 
 # %% auto #0
-__all__ = ['POS_WEIGHT_TRAIN_NOTE', 'CHECKPOINT', 'LEDGER', 'TB_DIR', 'LOG', 'load_imageset', 'make_train_loader',
-           'logical_batches', 'make_optimizer', 'make_scheduler', 'pos_weight', 'class_weights', 'unwrap',
-           'predict_logits', 'predict', 'Dist', 'init_distributed', 'params_checksum', 'ledger_steps', 'TrainResult',
+__all__ = ['POS_WEIGHT_TRAIN_NOTE', 'STREAMS', 'REPRODUCIBLE_NOISE_NOTE', 'RNG_NOTE', 'CHECKPOINT', 'LEDGER', 'TB_DIR', 'LOG',
+           'load_imageset', 'make_train_loader', 'logical_batches', 'make_optimizer', 'make_scheduler', 'pos_weight',
+           'class_weights', 'unwrap', 'predict_logits', 'predict', 'Dist', 'init_distributed', 'params_checksum',
+           'os_entropy_seed', 'stream_seeds', 'make_generators', 'privacy_unit_record', 'ledger_steps', 'TrainResult',
            'train']
 
 # %% ../nbs/09_train.ipynb #1d6d41f2
 def load_imageset(cfg: ExperimentConfig) -> ImageSet:
-    "All splits of the configured dataset, labels selected, subgroup columns added."
-    d = cfg.data
-    if d.dataset == 'phantom_cxr':
-        from dpmed.phantom import make_phantom_cxr
-        s = make_phantom_cxr(d.n_patients, d.image_size, d.phantom, d.val_fraction, d.test_fraction, d.split_seed)
-    elif d.dataset == 'phantom_ct':
-        from dpmed.phantom import make_phantom_ct
-        s = make_phantom_ct(d.n_patients, d.image_size, d.phantom, d.val_fraction, d.test_fraction, d.split_seed)
-    else:
-        from dpmed.data import imageset_from_config
-        s = imageset_from_config(d)
-    if d.labels:
-        missing = [l for l in d.labels if l not in s.label_names]
-        if missing: raise DpmedError(f"data.labels: {missing} not in the dataset's labels {s.label_names}")
-        idx = [s.label_names.index(l) for l in d.labels]
-        s = ImageSet(s.images, s.labels[:, idx], s.meta, list(d.labels))
-    groups, meta = assign_subgroups(s.meta, d.subgroups), s.meta.copy()
-    for i, spec in enumerate(d.subgroups):
-        if spec['name'] == spec['column']:
-            if 'bins' in spec or 'quantiles' in spec:
-                raise DpmedError(f"data.subgroups[{i}]: a binned subgroup needs its own name, not {spec['name']!r}")
-            continue                      # a categorical column is its own subgroup column
-        meta[spec['name']] = groups[spec['name']]
-    return ImageSet(s.images, s.labels, meta, s.label_names)
+    "All splits of the configured dataset (by name, from the dataset registry), labels selected, subgroup columns added."
+    from dpmed.datasets import load_dataset        # local: the registry imports the data and adapter chapters
+    return load_dataset(cfg.data)
 
 # %% ../nbs/09_train.ipynb #4b4b9c75
 def _split_batches(loader, size: int):
@@ -67,11 +47,16 @@ def _split_batches(loader, size: int):
         for i in range(0, n, size):
             yield x[i:i + size], y[i:i + size], min(size, n - i) / n, i + size >= n
 
-def make_train_loader(ds, cfg: ExperimentConfig, generator: torch.Generator, rank: int = 0, world_size: int = 1):
-    "A loader of logical batches over `ds`: Poisson (as DP-SGD's accounting assumes) or shuffled, driven by `generator`."
-    steps = math.ceil(len(ds) / cfg.train.batch_size)
-    sampler = (PoissonSampler(len(ds), 1 / steps, steps, generator, rank, world_size) if cfg.privacy.poisson else
-               ShuffleSampler(len(ds), cfg.train.batch_size, generator, rank, world_size))
+def make_train_loader(ds, cfg: ExperimentConfig, generator: torch.Generator, rank: int = 0, world_size: int = 1,
+                      patients: PatientIndex | None = None, pick_generator: torch.Generator | None = None):
+    """A loader of logical batches over `ds`: Poisson (as DP-SGD's accounting assumes) or shuffled, driven by
+    `generator`. With `patients` the units are patients (one image each, drawn with `pick_generator`):
+    an epoch is ceil(units / batch) steps and q = 1 / steps."""
+    n = patients.n_patients if patients is not None else len(ds)
+    steps = math.ceil(n / cfg.train.batch_size)
+    sampler = (PoissonSampler(n, 1 / steps, steps, generator, rank, world_size, patients, pick_generator)
+               if cfg.privacy.poisson else
+               ShuffleSampler(n, cfg.train.batch_size, generator, rank, world_size, patients, pick_generator))
     return torch.utils.data.DataLoader(ds, batch_sampler=sampler, num_workers=0)
 
 def _nonprivate_view(loader, cfg):
@@ -181,6 +166,59 @@ def params_checksum(model: nn.Module) -> torch.Tensor:
     return torch.stack([torch.stack([p.sum(), (p.reshape(-1) * torch.arange(1, p.numel() + 1, device=p.device,
                                      dtype=p.dtype)).sum()]) for p in ps]).reshape(-1).cpu()
 
+# %% ../nbs/09_train.ipynb #c3a1f0e2
+STREAMS = ('init', 'sample', 'pick', 'noise')
+
+def os_entropy_seed() -> int:
+    "A 63-bit seed from the operating system's entropy pool; nothing the run writes determines it."
+    return int.from_bytes(os.urandom(8), 'little') >> 1
+
+def stream_seeds(seed: int) -> dict:
+    "Independent 63-bit seeds for each of `STREAMS`, spawned from `seed` with NumPy's SeedSequence."
+    kids = np.random.SeedSequence(int(seed)).spawn(len(STREAMS))
+    return {k: int(c.generate_state(1, np.uint64)[0] >> np.uint64(1)) for k, c in zip(STREAMS, kids)}
+
+def make_generators(seed: int, device, private: bool, reproducible_noise: bool) -> tuple[int, dict]:
+    """(init seed, generators): the sampler's and the image pick's torch generators from `seed`, and for a
+    private run the noise generator on `device`, from OS entropy unless `reproducible_noise`."""
+    s = stream_seeds(seed)
+    gens = {'sample_gen': torch.Generator().manual_seed(s['sample']),
+            'pick_gen': torch.Generator().manual_seed(s['pick']), 'noise_gen': None}
+    if private:
+        gens['noise_gen'] = torch.Generator(device=device).manual_seed(
+            s['noise'] if reproducible_noise else os_entropy_seed())
+    return s['init'], gens
+
+# %% ../nbs/09_train.ipynb #c3a1f0e4
+REPRODUCIBLE_NOISE_NOTE = ("Epsilon holds only while the seed stays secret: the noise was drawn from a generator seeded "
+                           "with train.seed (privacy.reproducible_noise: true), which config.yaml records, so anyone "
+                           "holding this run directory can recompute the noise and remove it from the released weights.")
+RNG_NOTE = ("The noise comes from torch's generator (Mersenne twister on CPU, Philox on CUDA) seeded from the operating "
+            "system's entropy: not a cryptographically secure RNG, and floating-point attacks on the Gaussian sampler "
+            "are not mitigated (Opacus' secure_mode needs torchcsprng, which has no wheel for this torch).")
+
+def privacy_unit_record(cfg: ExperimentConfig, unit: str | None, patients: PatientIndex) -> tuple[dict, list]:
+    "privacy.json fields and notes about the privacy unit and where the noise came from."
+    p, n, P, k = cfg.privacy, patients.n_images, patients.n_patients, patients.max_images
+    f = {'unit': unit, 'unit_requested': p.unit, 'n_train': n, 'n_train_patients': P, 'max_images_per_patient': k,
+         'noise_source': None, 'reproducible_noise': None}
+    if unit is None: return f, []
+    f.update(noise_source='csprng' if p.secure_mode else 'seed' if p.reproducible_noise else 'os_entropy',
+             reproducible_noise=bool(p.reproducible_noise))
+    if unit == 'patient':
+        notes = [f"The privacy unit is the patient: every step Poisson-samples patients and takes one image of each "
+                 f"sampled patient, so epsilon covers everything a patient contributed ({n} training images of {P} "
+                 f"patients, up to {k} per patient)."]
+    elif k > 1:
+        notes = [f"The privacy unit is one image, not one patient: the training split holds {n} images of {P} patients, "
+                 f"up to {k} per patient. This epsilon is not a patient-level guarantee: a patient with k images is "
+                 "covered only through group privacy (about k times epsilon, with a larger delta). "
+                 "Set privacy.unit: patient for a guarantee per patient."]
+    else: notes = ["The privacy unit is one image (every patient has one training image, so also one patient)."]
+    if p.reproducible_noise and not p.secure_mode: notes.append(REPRODUCIBLE_NOISE_NOTE)
+    elif not p.secure_mode: notes.append(RNG_NOTE)
+    return f, notes
+
 # %% ../nbs/09_train.ipynb #df388fbc
 CHECKPOINT, LEDGER, TB_DIR, LOG = 'checkpoint.pt', 'steps.ledger', 'tensorboard', 'train_log.csv'
 
@@ -266,18 +304,20 @@ def train(cfg: ExperimentConfig, data: ImageSet | None = None, progress: bool = 
     data = data if data is not None else load_imageset(cfg)
     tr, va, te = data.split('train'), data.split('val'), data.split('test')
     ds = ArrayDataset.from_imageset(tr)
-    seed_everything(t.seed)
+    patients = PatientIndex(tr.meta['patient_id'])
+    unit = resolve_unit(p.unit, tr.meta['patient_id']) if private else None
+    init_seed, gens = make_generators(t.seed, device, private and not p.secure_mode, p.reproducible_noise)
+    seed_everything(init_seed)
     model = build_model(cfg.model, len(data.label_names)).to(device)
     optimizer = make_optimizer(model.parameters(), cfg)
     scheduler = make_scheduler(optimizer, cfg)
-    sample_gen = torch.Generator().manual_seed(t.seed)
-    loader = make_train_loader(ds, cfg, sample_gen, dist.rank, dist.world_size)
+    sample_gen, noise_gen = gens['sample_gen'], gens['noise_gen']
+    loader = make_train_loader(ds, cfg, sample_gen, dist.rank, dist.world_size,
+                               patients if unit == 'patient' else None, gens['pick_gen'])
     sampler = loader.batch_sampler
     steps_per_epoch = len(sampler)
     q = 1 / steps_per_epoch
     criterion = PerSampleBCE(class_weights(cfg, tr, va)).to(device)
-    noise_gen = (torch.Generator(device=device).manual_seed(t.seed + 1)
-                 if private and not p.secure_mode else None)
     parts, sigma = None, None
     if private:
         sigma = p.noise_multiplier or calibrate_sigma(p.epsilon, p.delta, sample_rate=q, epochs=t.epochs,
@@ -286,9 +326,9 @@ def train(cfg: ExperimentConfig, data: ImageSet | None = None, progress: bool = 
             from opacus.distributed import DifferentiallyPrivateDistributedDataParallel as DPDDP
             model = DPDDP(model)
         parts = make_private(model, optimizer, criterion, grad_sample_mode=p.grad_sample_mode, noise_multiplier=sigma,
-                             max_grad_norm=p.max_grad_norm, sample_rate=q, expected_batch_size=len(ds) * q / dist.world_size,
+                             max_grad_norm=p.max_grad_norm, sample_rate=q, expected_batch_size=sampler.n * q / dist.world_size,
                              accountant=p.accountant, noise_generator=noise_gen, secure_mode=p.secure_mode,
-                             distributed=dist.on)
+                             distributed=dist.on, amp=amp)
         model, dp_optimizer, loss_fn = parts.model, parts.optimizer, parts.criterion
         if p.secure_mode: sample_gen = None     # CSPRNG for the sampler too (not restorable: resume is not bit-exact)
     else:
@@ -297,8 +337,9 @@ def train(cfg: ExperimentConfig, data: ImageSet | None = None, progress: bool = 
         dp_optimizer, loss_fn = optimizer, criterion
     if private and p.secure_mode:
         from dpmed.dpsgd import secure_generator
-        sampler.generator = secure_generator()
-    gens = {'sample_gen': sample_gen, 'noise_gen': noise_gen}
+        sampler.generator, sampler.pick_generator = secure_generator(), secure_generator()
+    gens = {'sample_gen': sample_gen, 'pick_gen': None if p.secure_mode and private else gens['pick_gen'],
+            'noise_gen': noise_gen}
 
     rows, best, best_state, steps, start_epoch, resumes = [], (-math.inf, 0), None, 0, 1, []
     ckpt_path = work_dir / CHECKPOINT if work_dir is not None else None
@@ -352,7 +393,7 @@ def train(cfg: ExperimentConfig, data: ImageSet | None = None, progress: bool = 
     try:
         for epoch in range(start_epoch, t.epochs + 1):
             model.train()
-            losses, n_seen, te0 = [], 0, time.time()
+            losses, te0 = [], time.time()
             for chunks, n_chunks, n_local in logical_batches(ds, sampler, t.physical_batch_size):
                 n_global = n_local
                 if dist.on:
@@ -373,7 +414,7 @@ def train(cfg: ExperimentConfig, data: ImageSet | None = None, progress: bool = 
                         warnings.filterwarnings('ignore', message='.*Full backward hook is firing.*')
                         if private: loss.backward()
                         else: (loss * (len(x) / n_global)).backward()
-                    losses.append(loss.item()); n_seen += len(x)
+                    losses.append(loss.item())
                     if private:
                         dp_optimizer.signal_skip_step(do_skip=k < n_chunks - 1)
                         dp_optimizer.step(); dp_optimizer.zero_grad(set_to_none=True)
@@ -394,7 +435,7 @@ def train(cfg: ExperimentConfig, data: ImageSet | None = None, progress: bool = 
             rows.append({'epoch': epoch, 'train_loss': float(np.mean(losses)) if losses else float('nan'),
                          'val_auroc_mean': val_mean,
                          **{f'val_auroc_{k}': float(v) for k, v in zip(va.label_names, val_auc)},
-                         'epsilon': eps, 'steps': accounted_steps(), 'images_seen': n_seen,
+                         'epsilon': eps, 'steps': accounted_steps(),
                          'lr': optimizer.param_groups[0]['lr'], 'seconds': time.time() - te0})
             if val_mean > best[0] or best_state is None:
                 best, best_state = (val_mean, epoch), copy.deepcopy(unwrap(model).state_dict())
@@ -422,17 +463,19 @@ def train(cfg: ExperimentConfig, data: ImageSet | None = None, progress: bool = 
     checkpoint = {'model_last': copy.deepcopy(final.state_dict()), 'optimizer': optimizer.state_dict(),
                   'scheduler': scheduler.state_dict() if scheduler is not None else None,
                   'accountant': {'history': list(parts.accountant.history)} if private else None,
-                  'rng': _rng_state(gens), 'epoch': t.epochs, 'steps': steps, 'resumes': resumes}
+                  'epoch': t.epochs, 'steps': steps, 'resumes': resumes}     # no RNG state: see "Random streams"
     final.load_state_dict(best_state)
     checkpoint['model'] = best_state
     hist = parts.accountant.history if private else None
     privacy = privacy_report(hist, delta=p.delta, max_grad_norm=p.max_grad_norm, steps_per_epoch=steps_per_epoch,
-                             epochs=t.epochs, n_train=len(tr), accountant=p.accountant, poisson=p.poisson,
-                             target_epsilon=p.epsilon if private and p.noise_multiplier is None else None)
+                             epochs=t.epochs, n_train=sampler.n, accountant=p.accountant, poisson=p.poisson,
+                             target_epsilon=p.epsilon if private and p.noise_multiplier is None else None, unit=unit)
+    unit_fields, unit_notes = privacy_unit_record(cfg, unit, patients)
+    privacy.update(unit_fields); privacy['notes'] += unit_notes
     privacy['steps'] = accounted_steps()
     lost = sum(r['steps_lost'] for r in resumes)
     privacy.update(steps_taken=steps, steps_lost_to_interruptions=lost, resumes=resumes,
-                   grad_sample_mode=p.grad_sample_mode if private else None, world_size=dist.world_size,
+                   grad_sample_mode=parts.mode if private else None, world_size=dist.world_size,
                    secure_mode=bool(p.secure_mode) if private else None)
     if private and t.pos_weight == 'train': privacy['notes'].append(POS_WEIGHT_TRAIN_NOTE)
     if private and lost:
@@ -440,5 +483,6 @@ def train(cfg: ExperimentConfig, data: ImageSet | None = None, progress: bool = 
                                 "were lost and redone. They are counted: epsilon covers every step ever taken.")
     if private and abs(privacy['epsilon'] - rows[-1]['epsilon']) > 1e-6 * max(1, rows[-1]['epsilon']):
         raise RuntimeError(f"privacy report ({privacy['epsilon']}) and training log ({rows[-1]['epsilon']}) disagree")
+    privacy['summary'] = privacy_paragraph(privacy)
     return TrainResult(final, pd.DataFrame(rows), privacy, best[1], predict(final, va, device),
                        predict(final, te, device), data, checkpoint, time.time() - t0, work_dir, dist.rank)

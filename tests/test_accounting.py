@@ -32,7 +32,8 @@ from dp_accounting.rdp import rdp_privacy_accountant as dpa_rdp_mod
 
 from dpmed.accounting import (ACCOUNTANTS, DeltaWarning, PRV_EPS_ERROR, _calibrate, calibrate_sigma, check_delta,
                               epsilon, epsilon_per_epoch, normalize_history, privacy_paragraph, privacy_report,
-                              register_cli, steps_for_epochs)
+                              steps_for_epochs)
+from dpmed.cli import build_parser
 from dpmed.core import DpmedError, read_json, write_json
 
 pytestmark = pytest.mark.filterwarnings('ignore:Optimal order is the')
@@ -273,7 +274,7 @@ def test_privacy_report_variants():
 
 # ---------------------------------------------------------------- command line
 def _run(argv, err=None):
-    parser = argparse.ArgumentParser(prog='dpmed'); register_cli(parser.add_subparsers(dest='cmd'))
+    parser = build_parser()
     args = parser.parse_args(argv)
     buf, ebuf = io.StringIO(), io.StringIO()
     with contextlib.redirect_stdout(buf), contextlib.redirect_stderr(ebuf): rc = args.func(args)
@@ -307,3 +308,26 @@ def test_cli_calibrate():
         _run('calibrate --target-epsilon 2 --delta 1e-5 --sample-rate 2 --epochs 1'.split())
     with pytest.raises(DpmedError, match='--target-epsilon'):
         _run('calibrate --target-epsilon nan --delta 1e-5 --sample-rate 0.1 --epochs 1'.split())
+
+
+# ---------------------------------------------------------------- the patient as the unit
+def test_patient_level_run_is_accounted_at_the_patient_rate(tiny):
+    "A patient-level run: q = 1 / ceil(patients / batch), and epsilon = dp-accounting's PLD at that rate and steps."
+    from dpmed.config import load_config
+    from dpmed.train import load_imageset, train
+    cfg = load_config(overrides=tiny + ['privacy.epsilon=4', 'privacy.delta=1e-4', 'eval.n_boot=0'])
+    data = load_imageset(cfg)
+    pids = data.split('train').meta['patient_id']
+    P, N = pids.nunique(), len(pids)
+    assert P < N
+    pv = train(cfg, data=data, progress=False).privacy
+    spe = math.ceil(P / cfg.train.batch_size)              # an epoch samples each patient once in expectation
+    q, steps = 1 / spe, cfg.train.epochs * spe
+    assert pv['unit'] == 'patient' and pv['sample_rate'] == q and pv['steps'] == steps
+    assert pv['history'] == [[pv['noise_multiplier'], q, steps]]
+    e = pv['epsilon']
+    assert abs(e - dpa_pld([(pv['noise_multiplier'], q, steps)], 1e-4)) <= pld_tol(e)
+    assert e <= 4 + 0.05
+    # the image rate would be another mechanism: its epsilon at the same sigma differs
+    q_img = 1 / math.ceil(N / cfg.train.batch_size)
+    assert abs(dpa_pld([(pv['noise_multiplier'], q_img, cfg.train.epochs * round(1 / q_img))], 1e-4) - e) > pld_tol(e)

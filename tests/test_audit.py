@@ -11,6 +11,7 @@ from statsmodels.stats.proportion import proportion_confint
 
 import dpmed.audit as A
 from dpmed.config import load_config
+from dpmed.cli import build_parser
 from dpmed.core import DpmedError, read_json, write_json
 from dpmed.metrics import bootstrap_counts
 from dpmed.rundir import train_and_save
@@ -181,6 +182,23 @@ def test_canaries_are_reproducible_and_only_included_ones_join_training():
         A.make_canaries(1, data)
 
 
+def test_patient_canaries_join_or_leave_training_as_whole_patients():
+    data = load_imageset(load_config(overrides=OVERFIT))
+    c, inc = A.make_canaries(10, data, seed=1, images_per_canary=3)
+    assert len(c) == 30 and len(inc) == 10 and c.meta['patient_id'].nunique() == 10
+    assert c.meta['id'].is_unique
+    mask = A.canary_image_mask(c, inc)
+    assert np.array_equal(mask, np.repeat(inc, 3))
+    tr = A.with_canaries(data, c, inc).split('train')
+    added = tr.meta[tr.meta['canary'].astype(bool)]
+    assert len(added) == 3 * inc.sum() and set(added['patient_id']) == {f'canary{i:04d}' for i in np.flatnonzero(inc)}
+    # a canary patient's score is minus the mean loss over its images
+    losses = np.arange(30, dtype=float)
+    assert np.allclose(A.canary_scores(c, losses), -losses.reshape(10, 3).mean(1))
+    with pytest.raises(DpmedError, match='inclusion flags'):
+        A.canary_image_mask(c, inc[:5])
+
+
 def test_canary_run_fixes_the_noise_for_the_expected_size():
     cfg = load_config(overrides=OVERFIT + ['privacy.epsilon=2', 'privacy.delta=1e-3'])
     c = A.canary_config(cfg, n_train=100, k=40)
@@ -239,9 +257,18 @@ def test_audit_bound_stays_below_the_accounted_epsilon_with_dp(private_run, tmp_
     assert rep['run_privacy']['private'] and rep['run_privacy']['epsilon'] <= 1.01
 
 
+def test_audit_with_patient_level_canaries_on_a_patient_level_run(private_run, tmp_path):
+    "Canary patients of two images each, in or out as a whole: the patient-level epsilon must still hold."
+    assert read_json(private_run / 'privacy.json')['unit'] == 'patient'
+    rep = A.audit_run(private_run, canaries=K, seed=1, out=tmp_path, n_boot=0, canary_images=2)
+    can = rep['canary_audit']
+    assert can['unit'] == 'patient' and can['images_per_canary'] == 2 and can['n_canaries'] == K
+    assert can['epsilon_lower_bound'] <= can['accounted_epsilon'] and can['consistent'], can
+    assert len(can['losses']) == 2 * K and len(can['included']) == K
+
+
 def test_cli_writes_into_the_run_directory_and_reports(nonprivate_run, capsys):
-    parser = argparse.ArgumentParser(prog='dpmed')
-    A.register_cli(parser.add_subparsers())
+    parser = build_parser()
     args = parser.parse_args(['audit', str(nonprivate_run), '--n-boot', '100', '--weights', 'best',
                               '--nonmembers', 'test', '--quiet'])
     assert args.func(args) == 0
@@ -263,8 +290,7 @@ def test_cli_exit_status_flags_a_bound_above_epsilon(nonprivate_run, tmp_path, m
     fake = A.one_run_bound(np.r_[np.ones(32), np.zeros(32)], np.r_[np.ones(32, bool), np.zeros(32, bool)])
     monkeypatch.setattr(A, 'canary_audit', lambda *a, **k: {**fake, 'accounted_epsilon': 0.5, 'consistent': False,
                                                           'included': [1] * 32 + [0] * 32, 'losses': [0.0] * 64})
-    parser = argparse.ArgumentParser(prog='dpmed')
-    A.register_cli(parser.add_subparsers())
+    parser = build_parser()
     args = parser.parse_args(['audit', str(nonprivate_run), '--canaries', '64', '--out', str(tmp_path), '--n-boot', '0'])
     assert args.func(args) == 1
     assert 'exceeds' in capsys.readouterr().err

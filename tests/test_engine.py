@@ -1,5 +1,6 @@
 "Per-sample gradients, clipping and noise of the DP engine against naive references, for every model and mode."
 import math, warnings
+from collections import OrderedDict
 
 import pytest
 import torch
@@ -7,8 +8,8 @@ from torch import nn
 
 from dpmed.config import ModelConfig, load_config
 from dpmed.core import DpmedError
-from dpmed.dpsgd import (GRAD_SAMPLE_MODES, UNSUPPORTED, PerSampleBCE, check_grad_sample_mode, clipped_sum_reference, make_private,
-                         naive_per_sample_grads, PoissonSampler)
+from dpmed.dpsgd import (GRAD_SAMPLE_MODES, FAST_MODES, UNSUPPORTED, PerSampleBCE, check_grad_sample_mode, clipped_sum_reference,
+                         make_private, naive_per_sample_grads, PoissonSampler, PatientIndex)
 from dpmed.models import build_model, check_dp_compatible, make_dp_compatible
 
 warnings.filterwarnings('ignore', message='.*Secure RNG.*')
@@ -107,6 +108,9 @@ def test_batchnorm_is_rejected_or_fixed_with_a_message():
                        nn.Flatten(), nn.Linear(8, 1))
     with pytest.raises(DpmedError, match='BatchNorm'):
         check_dp_compatible(bn)
+    for no_params in (nn.BatchNorm2d(8, affine=False), nn.BatchNorm2d(8, affine=False, track_running_stats=False)):
+        with pytest.raises(DpmedError, match=r"BatchNorm layer\(s\) \['norm'\]"):   # mixes records all the same
+            check_dp_compatible(nn.Sequential(OrderedDict(conv=nn.Conv2d(1, 8, 3), norm=no_params)))
     with pytest.warns(UserWarning, match=r'1 BatchNorm layer\(s\) replaced by GroupNorm \(1\)'):
         fixed = make_dp_compatible(bn)
     assert isinstance(fixed[1], nn.GroupNorm) and not fixed[2].inplace
@@ -146,6 +150,72 @@ def test_poisson_sampler_shards_one_global_sample():
         assert not set(a) & set(b) and sorted(a + b) == sorted(c)
     sizes = torch.tensor([len(c) for c in one], dtype=torch.float)
     assert abs(sizes.mean().item() - 10) < 3 * math.sqrt(50 * 0.2 * 0.8 / 30)
+
+
+def test_patient_sampler_shards_one_global_sample_of_one_image_per_patient():
+    "Patient-level Poisson sampling: every rank draws the same patients and picks; shares are disjoint, union = one sample."
+    pids = [f'p{i}' for i, c in enumerate([1, 3, 2, 5, 1, 4, 2, 2, 1, 3]) for _ in range(c)]
+    pix = PatientIndex(pids)
+    make = lambda r, w: list(PoissonSampler(10, 0.4, 300, torch.Generator().manual_seed(4), r, w, pix,
+                                            torch.Generator().manual_seed(5)))
+    one, r0, r1 = make(0, 1), make(0, 2), make(1, 2)
+    for a, b, c in zip(r0, r1, one):
+        assert not set(a) & set(b) and sorted(a + b) == sorted(c)
+        assert len({pids[i] for i in c}) == len(c), 'two images of one patient in a logical batch'
+    # patients join at rate q (the accountant's rate), whatever their number of images
+    sizes = torch.tensor([len(c) for c in one], dtype=torch.float)
+    assert abs(sizes.mean().item() - 4) < 4 * math.sqrt(10 * 0.4 * 0.6 / 300)
+    # each image of a patient is drawn about equally often (uniform pick)
+    p3 = [i for i, p in enumerate(pids) if p == 'p3']
+    drawn = torch.tensor([i for c in one for i in c if i in p3])
+    counts = torch.bincount(drawn - p3[0], minlength=5).float()
+    n = counts.sum()
+    from scipy import stats
+    assert stats.chisquare(counts.numpy()).pvalue > 1e-3 and n > 60
+
+
+def _clipped_sum(mode, x, y, C):
+    "Clipped per-sample gradient sum of one step of the engine (noise 0), for the tiny ResNet9 in float64."
+    m, _, _ = _model('resnet9')
+    params = [p for p in m.parameters() if p.requires_grad]
+    if len(x) == 0: return torch.zeros(sum(p.numel() for p in params), dtype=torch.float64)
+    parts = make_private(m, torch.optim.SGD(m.parameters(), lr=0.0), PerSampleBCE(), grad_sample_mode=mode,
+                         noise_multiplier=0.0, max_grad_norm=C, sample_rate=0.5, expected_batch_size=1,
+                         noise_generator=torch.Generator().manual_seed(1))
+    parts.criterion(parts.model(x), y).backward()
+    parts.optimizer.step()
+    return torch.cat([p.grad.reshape(-1) for p in params]).detach().clone()
+
+
+@pytest.mark.parametrize('mode', GRAD_SAMPLE_MODES + FAST_MODES)
+def test_neighbouring_sets_differing_by_one_patient_move_the_clipped_sum_by_at_most_C(mode):
+    """D and D' = D without one patient (4 images), sampled with the same randomness for everybody else: the
+    per-step clipped sums differ by at most C in every gradient mode (the patient gives at most one image)."""
+    shape, L = (1, 16, 16), MODELS['resnet9'][2]
+    counts = [2, 1, 3, 2, 1, 2, 4]                       # the last patient (4 images) is removed in D'
+    pids = [f'p{i}' for i, c in enumerate(counts) for _ in range(c)]
+    g = torch.Generator().manual_seed(0)
+    X = torch.randn(len(pids), *shape, generator=g, dtype=torch.float64)
+    Y = (torch.rand(len(pids), L, generator=g) > 0.5).double()
+    keep = [i for i, p in enumerate(pids) if p != 'p6']
+    full, without = PatientIndex(pids), PatientIndex([pids[i] for i in keep])
+    ref = naive_per_sample_grads(_model('resnet9')[0], PerSampleBCE(), X, Y)
+    C = float(ref.norm(dim=1).median())                  # clipping acts on about half the images
+    diffs = []
+    for t in range(8):                                   # one step each, the same generator seeds for D and D'
+        step = lambda pix, n: next(iter(PoissonSampler(n, 0.5, 1, torch.Generator().manual_seed(t), patients=pix,
+                                                       pick_generator=torch.Generator().manual_seed(100 + t))))
+        bd, bn = step(full, 7), [keep[i] for i in step(without, 6)]
+        extra = [i for i in bd if pids[i] == 'p6']
+        assert len(extra) <= 1 and sorted(bn) == sorted(i for i in bd if pids[i] != 'p6'), 'coupling broken'
+        d = (_clipped_sum(mode, X[bd], Y[bd], C) - _clipped_sum(mode, X[bn], Y[bn], C)).norm().item()
+        assert d <= C * (1 + 1e-9), f'step {t}: the sums differ by {d / C:.3f} C'
+        if extra:        # the difference is exactly the removed patient's one clipped gradient
+            want = clipped_sum_reference(ref[extra], C).norm().item()
+            assert d == pytest.approx(want, rel=1e-6)
+        else: assert d < 1e-9
+        diffs.append(bool(extra))
+    assert 0 < sum(diffs) < len(diffs), 'the removed patient should be sampled in some steps, not all'
 
 
 @pytest.mark.parametrize('mode,opt', [('hooks', 'nadam'), ('functorch', 'sgd'), ('ew', 'adam'), ('ghost', 'nadam')])

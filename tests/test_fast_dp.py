@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 import dpmed.fast_dp as fd
+from dpmed.core import DpmedError
 from dpmed.config import ModelConfig
 from dpmed.dpsgd import FAST_MODES, PerSampleBCE, clipped_sum_reference, empty_step, make_private, naive_per_sample_grads
 from dpmed.models import build_model
@@ -15,6 +16,7 @@ MODELS = {  # tiny widths/sizes, same topology as the real ones
     'resnet9': (ModelConfig(name='resnet9', width=0.125), (1, 32, 32), 3),
     'resnet9_3d': (ModelConfig(name='resnet9_3d', width=0.125), (1, 20, 20, 20), 1),
     'monai_resnet18': (ModelConfig(name='monai_resnet18', width=0.0625), (1, 16, 16, 16), 1),
+    'monai_densenet121': (ModelConfig(name='monai_densenet121', width=0.125), (1, 32, 32, 32), 1),
 }
 rel = lambda a, b: float((a - b).norm() / b.norm())
 
@@ -220,9 +222,197 @@ def test_training_run_with_fast_bk_matches_ghost(tiny):
     from dpmed.config import load_config
     runs = {}
     for mode in ('ghost', 'fast_bk'):
-        cfg = load_config(overrides=tiny + ['privacy.epsilon=8', f'privacy.grad_sample_mode={mode}', 'train.optimizer=sgd'])
+        cfg = load_config(overrides=tiny + ['privacy.epsilon=8', f'privacy.grad_sample_mode={mode}', 'train.optimizer=sgd',
+                                            'privacy.reproducible_noise=true'])    # same noise in both runs
         runs[mode] = T.train(cfg, progress=False)
     a, b = runs['ghost'].model.state_dict(), runs['fast_bk'].model.state_dict()
     assert all(torch.allclose(a[k].float(), b[k].float(), atol=1e-5) for k in a)
     assert runs['ghost'].privacy['epsilon'] == runs['fast_bk'].privacy['epsilon']
     assert runs['ghost'].privacy['steps'] == runs['fast_bk'].privacy['steps'] > 0
+    assert runs['fast_bk'].privacy['grad_sample_mode'] == 'fast_bk'
+
+
+def test_auto_mode_is_fast_bk_where_supported_else_hooks_with_the_reason():
+    from dpmed.config import PrivacyConfig
+    from dpmed.dpsgd import check_grad_sample_mode, resolve_grad_sample_mode
+    assert PrivacyConfig().grad_sample_mode == 'auto'
+    assert resolve_grad_sample_mode('auto', build_model(MODELS['resnet9'][0], 3)) == ('fast_bk', None)
+    assert resolve_grad_sample_mode('ghost') == ('ghost', None)             # an explicit choice is kept
+    mode, why = resolve_grad_sample_mode('auto', amp=True)
+    assert mode == 'hooks' and 'train.amp' in why and '\n' not in why
+    assert resolve_grad_sample_mode('auto', distributed=True)[0] == 'hooks'
+    from opacus.layers import DPLSTM
+    mode, why = resolve_grad_sample_mode('auto', nn.Sequential(nn.Linear(3, 3), DPLSTM(3, 4)))
+    assert mode == 'hooks' and "layer '1'" in why
+    assert check_grad_sample_mode('auto', amp=True) == 'hooks' and check_grad_sample_mode('auto') == 'fast_bk'
+
+
+def test_auto_mode_warns_once_and_the_parts_carry_the_resolved_mode():
+    m = build_model(MODELS['resnet9'][0], 3)
+    with warnings.catch_warnings(record=True) as w:
+        warnings.simplefilter('always')
+        parts = make_private(m, torch.optim.SGD(m.parameters(), lr=0.0), PerSampleBCE(), grad_sample_mode='auto',
+                             noise_multiplier=1.0, max_grad_norm=1.0, sample_rate=0.5, expected_batch_size=2, amp=True)
+    assert parts.mode == 'hooks' and sum('instead of' in str(x.message) for x in w) == 1
+
+
+# ---- adversarial models (issue 12 part 3): handled exactly, or refused naming the layer, in every mode ----
+ALL_MODES = ('hooks', 'functorch', 'ew', 'ghost') + FAST_MODES
+
+
+class Padded(nn.Module):
+    "Convolutions that pad by 'reflect', 'replicate' and a string ('same'); Opacus' sampler unfolds with zeros."
+    def __init__(self):
+        super().__init__()
+        self.a = nn.Conv2d(1, 4, 3, padding=1, padding_mode='reflect')
+        self.b = nn.Conv2d(4, 4, 3, stride=2, padding=(2, 1), padding_mode='replicate', bias=False)
+        self.c = nn.Conv2d(4, 4, 3, padding='same', bias=False)
+        self.h = nn.Linear(4, 2)
+    def forward(self, x):
+        return self.h(torch.tanh(self.c(torch.tanh(self.b(torch.tanh(self.a(x)))))).mean((2, 3)))
+
+
+class CircularOnly(nn.Module):
+    "The only layer: a convolution with circular padding (the review: 3.00 C in fast_ghost)."
+    def __init__(self):
+        super().__init__()
+        self.a = nn.Conv2d(1, 2, 3, padding=1, padding_mode='circular')
+    def forward(self, x): return self.a(x).mean((2, 3))
+
+
+class Circular3d(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a, self.h = nn.Conv3d(1, 3, 3, padding=1, padding_mode='circular'), nn.Linear(3, 2)
+    def forward(self, x): return self.h(torch.tanh(self.a(x[:, :, None].expand(-1, -1, 4, -1, -1))).mean((2, 3, 4)))
+
+
+class FrozenThenUnfrozen(nn.Module):
+    "Layer `b` is frozen when the model is made private and unfrozen right after (never hooked)."
+    def __init__(self):
+        super().__init__()
+        self.a, self.b, self.h = nn.Conv2d(1, 3, 3), nn.Conv2d(3, 3, 3), nn.Linear(3, 2)
+    def forward(self, x): return self.h(torch.tanh(self.b(torch.tanh(self.a(x)))).mean((2, 3)))
+    def before_wrap(self): self.b.requires_grad_(False)
+    def after_wrap(self): self.b.requires_grad_(True)
+
+
+class SharedHead(nn.Module):
+    "The head weight is also read through F.linear, outside its layer."
+    def __init__(self):
+        super().__init__()
+        self.a, self.h = nn.Conv2d(1, 3, 3), nn.Linear(3, 2)
+    def forward(self, x):
+        f = torch.tanh(self.a(x)).mean((2, 3))
+        return self.h(f) + nn.functional.linear(f, self.h.weight)
+
+
+class BatchNormNoAffine(nn.Module):
+    "BatchNorm without parameters: Opacus' validator lets it through, yet it mixes the records of a batch."
+    def __init__(self):
+        super().__init__()
+        self.a, self.bn, self.h = nn.Conv2d(1, 3, 3), nn.BatchNorm2d(3, affine=False), nn.Linear(3, 2)
+    def forward(self, x): return self.h(self.bn(self.a(x)).mean((2, 3)))
+
+
+class GroupNormFeatures(nn.Module):
+    "GroupNorm on (B, C) features (no spatial axes)."
+    def __init__(self):
+        super().__init__()
+        self.a, self.n, self.h = nn.Conv2d(1, 8, 3), nn.GroupNorm(2, 8), nn.Linear(8, 2)
+        with torch.no_grad(): self.n.weight.uniform_(0.5, 2); self.n.bias.normal_()
+    def forward(self, x): return self.h(torch.tanh(self.n(self.a(x).mean((2, 3)))))
+
+
+# model -> None (must be exact in every mode) or {mode: what the refusal names}; ew differentiates the whole model
+# per sample, so a parameter read outside its layer is exact there
+ADVERSARIAL = {
+    Padded: None, CircularOnly: None, Circular3d: None, GroupNormFeatures: None,
+    FrozenThenUnfrozen: {m: r"'b'|'b\.weight'" for m in ALL_MODES},
+    SharedHead: {m: r"'h\.weight'" for m in ALL_MODES if m != 'ew'},
+    BatchNormNoAffine: {m: r"BatchNorm layer\(s\) \['bn'\]" for m in ALL_MODES},
+}
+
+
+def _adv_data(n=4):
+    g = torch.Generator().manual_seed(1)
+    return torch.randn(n, 1, 7, 6, generator=g, dtype=torch.float64), (torch.rand(n, 2, generator=g) > 0.5).double()
+
+
+def _adv_model(cls):
+    torch.manual_seed(0)
+    return cls().double()
+
+
+def clipped_sum_of_one_step(cls, mode, x, y, C):
+    "S(D): the clipped sum of one engine step (sigma 0, expected batch 1, lr 0) over every parameter of a fresh model."
+    m = _adv_model(cls)
+    params = list(m.parameters())
+    opt = torch.optim.SGD(params, lr=0.0)
+    getattr(m, 'before_wrap', lambda: None)()
+    parts = make_private(m, opt, PerSampleBCE(), grad_sample_mode=mode, noise_multiplier=0.0, max_grad_norm=C,
+                         sample_rate=0.5, expected_batch_size=1)
+    getattr(m, 'after_wrap', lambda: None)()
+    parts.criterion(parts.model(x), y).backward()
+    parts.optimizer.step()
+    return torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1) for p in params])
+
+
+def neighbour_sensitivity(cls, mode, x, y, C) -> float:
+    "max over records j of ||S(D) - S(D without j)|| / C: at most 1 for per-sample clipping to hold."
+    full = clipped_sum_of_one_step(cls, mode, x, y, C)
+    keeps = [[i for i in range(len(x)) if i != j] for j in range(len(x))]
+    return max(float((full - clipped_sum_of_one_step(cls, mode, x[k], y[k], C)).norm()) / C for k in keeps)
+
+
+@pytest.mark.parametrize('mode', ALL_MODES)
+@pytest.mark.parametrize('cls', list(ADVERSARIAL), ids=lambda c: c.__name__)
+def test_adversarial_models_are_exact_or_refused_naming_the_layer(cls, mode):
+    x, y = _adv_data()
+    refused = (ADVERSARIAL[cls] or {}).get(mode)
+    if refused is not None:
+        with pytest.raises(DpmedError, match=refused):
+            clipped_sum_of_one_step(cls, mode, x, y, 1.0)
+        return
+    ref = naive_per_sample_grads(_adv_model(cls), PerSampleBCE(), x, y)
+    C = float(ref.norm(dim=1).median())                 # clipping acts on some records, not on others
+    assert rel(clipped_sum_of_one_step(cls, mode, x, y, C), clipped_sum_reference(ref, C)) < 1e-10
+    assert neighbour_sensitivity(cls, mode, x, y, C) <= 1 + 1e-6
+
+
+def test_the_sensitivity_check_sees_the_leak_when_the_audit_is_off(monkeypatch):
+    "Without the forward audit, the head weight read outside its layer escapes clipping: the check must catch it."
+    monkeypatch.setattr(fd.ClipAudit, '__call__', lambda *a: None)
+    x, y = _adv_data()
+    C = 0.1 * float(naive_per_sample_grads(_adv_model(SharedHead), PerSampleBCE(), x, y).norm(dim=1).min())
+    assert neighbour_sensitivity(SharedHead, 'fast_ghost', x, y, C) > 1.03      # measured 1.067
+
+
+@pytest.mark.parametrize('mode', ['hooks', 'fast_bk'])
+def test_step_guard_refuses_a_gradient_that_was_not_clipped(mode):
+    "A gradient written outside the per-sample machinery (here: by hand, after the backward) is refused at the step."
+    m = _adv_model(GroupNormFeatures)
+    parts = make_private(m, torch.optim.SGD(m.parameters(), lr=0.0), PerSampleBCE(), grad_sample_mode=mode,
+                         noise_multiplier=0.0, max_grad_norm=1.0, sample_rate=0.5, expected_batch_size=1)
+    x, y = _adv_data()
+    parts.criterion(parts.model(x), y).backward()
+    parts.optimizer.step()                              # a clipped step passes
+    parts.optimizer.zero_grad(set_to_none=True)
+    m.h.bias.grad = torch.ones_like(m.h.bias)           # stale norms are reset: nothing vouches for this one
+    with pytest.raises(DpmedError, match=r"'h\.bias'.*not clipped per sample"):
+        parts.optimizer.step()
+
+
+def test_grouped_conv_with_reflect_padding_falls_back_exactly():
+    "groups > 1 has no fast rule: Opacus' sampler (padded first) serves both fast modes."
+    class G(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.b = nn.Conv2d(1, 4, 3), nn.Conv2d(4, 4, 3, groups=2, padding=1, padding_mode='reflect')
+            self.h = nn.Linear(4, 2)
+        def forward(self, x): return self.h(torch.tanh(self.b(torch.tanh(self.a(x)))).mean((2, 3)))
+    x, y = _adv_data()
+    for mode in ('hooks',) + FAST_MODES:
+        ref = naive_per_sample_grads(_adv_model(G), PerSampleBCE(), x, y)
+        C = float(ref.norm(dim=1).median())
+        assert rel(clipped_sum_of_one_step(G, mode, x, y, C), clipped_sum_reference(ref, C)) < 1e-10, mode

@@ -12,7 +12,8 @@ from dpmed.rundir import load_run, train_and_save, work_dir_of
 from dpmed.train import LEDGER, ledger_steps
 
 BASE = ['data.n_patients=100', 'data.image_size=32', 'train.epochs=3', 'model.width=0.125', 'eval.n_boot=20',
-        'train.batch_size=32', 'train.physical_batch_size=16', 'train.num_threads=1']
+        'train.batch_size=32', 'train.physical_batch_size=16', 'train.num_threads=1', 'privacy.reproducible_noise=true']
+# 69 training patients (114 images): patient-level sampling, ceil(69 / 32) = 3 steps per epoch
 
 CHILD = textwrap.dedent('''
     import os, signal, sys
@@ -20,6 +21,8 @@ CHILD = textwrap.dedent('''
     from dpmed.config import load_config
     from dpmed.rundir import train_and_save
     out, when, overrides = sys.argv[1], sys.argv[2], sys.argv[3:]
+    if os.environ.get('DPMED_TEST_ENTROPY'):           # a known "OS entropy" seed, to compare with a reference
+        T.os_entropy_seed = lambda: int(os.environ['DPMED_TEST_ENTROPY'])
     die = lambda *a: os.kill(os.getpid(), signal.SIGKILL)
     if when == 'after_checkpoint':
         save = T._torch_save_atomic
@@ -37,9 +40,11 @@ CHILD = textwrap.dedent('''
 ''')
 
 
-def _killed_run(out, when, overrides):
+def _killed_run(out, when, overrides, entropy=None):
+    env = {**os.environ, 'OMP_NUM_THREADS': '1'}
+    if entropy is not None: env['DPMED_TEST_ENTROPY'] = str(entropy)
     r = subprocess.run([sys.executable, '-c', CHILD, str(out), str(when), *overrides], capture_output=True, text=True,
-                       env={**os.environ, 'OMP_NUM_THREADS': '1'}, timeout=300)
+                       env=env, timeout=300)
     assert r.returncode == -signal.SIGKILL, f"child was not killed: rc={r.returncode}\n{r.stderr[-2000:]}"
     assert not out.exists() and work_dir_of(out).exists()
 
@@ -75,7 +80,7 @@ def _independent_epsilon(history, delta):
 
 # kill points: mid epoch 1 (no checkpoint yet), after the last step of epoch 1 (its checkpoint not yet written),
 # mid epoch 2, and right after the first checkpoint was written (nothing lost)
-@pytest.mark.parametrize('when', ['2', '4', '6', 'after_checkpoint'])
+@pytest.mark.parametrize('when', ['2', '3', '5', 'after_checkpoint'])
 def test_kill_and_resume_private(tmp_path, reference, when):
     overrides = BASE + ['privacy.epsilon=8']
     cfg = load_config(overrides=overrides)
@@ -84,7 +89,7 @@ def test_kill_and_resume_private(tmp_path, reference, when):
     begun = len(ledger_steps(work_dir_of(out)))
     ref = read_json(reference['8'] / 'privacy.json')
     spe = ref['steps_per_epoch']
-    assert spe == 4, 'the kill points assume 4 steps per epoch'
+    assert spe == 3 and ref['unit'] == 'patient', 'the kill points assume 3 patient-level steps per epoch'
     # the checkpoint of an epoch is written after its last step's callback, so a kill there loses the epoch
     checkpointed = spe if when == 'after_checkpoint' else (int(when) - 1) // spe * spe
     if when != 'after_checkpoint':
@@ -105,6 +110,34 @@ def test_kill_and_resume_private(tmp_path, reference, when):
     assert m['epsilon'] == pytest.approx(want, rel=1e-6)
     if lost: assert m['epsilon'] > read_json(reference['8'] / 'metrics.json')['epsilon']
     else: assert m['epsilon'] == pytest.approx(read_json(reference['8'] / 'metrics.json')['epsilon'], rel=1e-9)
+
+
+def test_resume_is_exact_with_os_entropy_noise(tmp_path, monkeypatch):
+    """Default noise (OS entropy, not reproducible): the noise generator's state saved in the unfinished run's
+    working folder makes resume exact, although the resumed process draws a fresh entropy seed; the finished
+    run directory keeps no RNG state."""
+    import dpmed.train as T
+    overrides = [o for o in BASE if 'reproducible_noise' not in o] + ['privacy.epsilon=8']
+    cfg = load_config(overrides=overrides)
+    assert not cfg.privacy.reproducible_noise
+    monkeypatch.setattr(T, 'os_entropy_seed', lambda: 1234)
+    train_and_save(cfg, tmp_path / 'ref', progress=False)
+    _killed_run(tmp_path / 'run', '5', overrides, entropy=1234)       # mid epoch 2: epoch 1 was checkpointed
+    ck = torch.load(work_dir_of(tmp_path / 'run') / 'checkpoint.pt', weights_only=False)
+    assert 'noise_gen' in ck['rng'], 'the working checkpoint must hold the noise state'
+    monkeypatch.setattr(T, 'os_entropy_seed', lambda: 999)           # the resumed process gets other entropy
+    train_and_save(cfg, tmp_path / 'run', progress=False, resume=True)
+    _same_outcome(tmp_path / 'run', tmp_path / 'ref')
+    for run in ('ref', 'run'):
+        final = torch.load(tmp_path / run / 'checkpoint.pt', weights_only=False)
+        assert 'rng' not in final and not work_dir_of(tmp_path / run).exists()
+        assert read_json(tmp_path / run / 'privacy.json')['noise_source'] == 'os_entropy'
+    # ... and a different entropy seed gives a different run: the noise really came from it
+    monkeypatch.setattr(T, 'os_entropy_seed', lambda: 999)
+    train_and_save(cfg, tmp_path / 'other', progress=False)
+    a = torch.load(tmp_path / 'ref' / 'checkpoint.pt', weights_only=False)['model_last']
+    b = torch.load(tmp_path / 'other' / 'checkpoint.pt', weights_only=False)['model_last']
+    assert any(not torch.equal(a[k], b[k]) for k in a)
 
 
 def test_kill_and_resume_nonprivate(tmp_path, reference):
