@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 TORCH  ?= torch==2.13.0
 
-.PHONY: reproduce reproduce-quick test nbtest pytest check-sync export clean-nbs kernel docs clean
+.PHONY: reproduce reproduce-quick test nbtest pytest check-sync export clean-nbs kernel docs browser clean
 
 $(BIN)/activate:
 	@command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON) (set PYTHON=...)"; exit 1; }
@@ -18,23 +18,31 @@ $(VENV)/.installed: $(BIN)/activate settings.ini setup.py
 	$(BIN)/pip install -q -e .
 	touch $@
 
+# dev install: test tools and the docs toolchain (Sphinx, MyST-NB, a local MathJax), into .venv only
 $(VENV)/.installed-dev: $(VENV)/.installed settings.ini
-	$(BIN)/pip install -q -e '.[dev]'
+	$(BIN)/pip install -q -e '.[dev,docs]'
 	$(BIN)/pip check
 	touch $@
 
-kernel: $(VENV)/.installed
-	$(BIN)/python -m ipykernel install --user --name dpmed --display-name "Python (dpmed)" >/dev/null
+## the Jupyter kernel "dpmed" (Python of .venv) that the notebooks name, registered inside .venv (found by
+## .venv/bin/jupyter and papermill); for a Jupyter outside .venv: python -m ipykernel install --user --name dpmed
+KERNEL_JSON := $(VENV)/share/jupyter/kernels/dpmed/kernel.json
+$(KERNEL_JSON): $(VENV)/.installed
+	$(BIN)/python -m ipykernel install --sys-prefix --name dpmed --display-name "Python (dpmed)" >/dev/null
 
-## the default study on the embedded phantom data: runs/reproduce/results.csv and figures/
+kernel: $(KERNEL_JSON)
+
+## the default study (phantoms with and without public pretraining, the embedded real sets):
+## runs/reproduce/results.csv, figures/, and README's result tables (included from figures/*.md)
 reproduce: $(VENV)/.installed kernel
 	$(BIN)/dpmed reproduce --out runs/reproduce --figures figures
+	$(BIN)/python tools/render_readme.py
 
 reproduce-quick: $(VENV)/.installed
 	$(BIN)/dpmed reproduce --quick --out runs/quick --figures runs/quick/figures
 
-## notebooks and package in sync, notebooks clean, notebook tests, pytest
-test: $(VENV)/.installed-dev check-sync nbtest pytest
+## kernel and browser set up, notebooks and package in sync, notebooks clean, notebook tests, the docs site, pytest
+test: $(VENV)/.installed-dev kernel browser check-sync nbtest docs pytest
 
 check-sync: $(VENV)/.installed-dev
 	@snap() { find dpmed nbs -type f \( -name '*.py' -o -name '*.ipynb' \) -not -path '*/.ipynb_checkpoints/*' -exec md5sum {} + | sort; }; \
@@ -54,12 +62,17 @@ export: $(VENV)/.installed-dev
 	$(BIN)/nbdev_clean
 	$(BIN)/python tools/render_readme.py
 
-## documentation site in _docs/ (quarto from PyPI's quarto-cli, whose build downloads the quarto binary from
-## GitHub); the committed figures/ are copied next to the notebooks for the duration so the chapters show them
+## documentation site in _docs/ (Sphinx + MyST-NB from .venv, offline; docs/build.py stages the notebooks in
+## _proc/docs): installs nothing into the active environment and changes no tracked file
 docs: $(VENV)/.installed-dev
-	$(BIN)/pip install -q quarto-cli
-	rm -rf nbs/figures && cp -r figures nbs/figures
-	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/nbdev_docs; status=$$?; rm -rf nbs/figures; exit $$status
+	$(BIN)/python docs/build.py -q
+
+## headless Chromium for the docs test (tests/test_docs.py), from Debian when missing
+browser:
+	@command -v chromium >/dev/null || command -v chromium-browser >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	  else echo "the docs test needs Chromium: apt-get install chromium (as root)"; exit 1; fi; }
 
 clean:
 	rm -rf runs/quick _docs _proc

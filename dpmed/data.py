@@ -16,16 +16,17 @@ import torch.nn.functional as F
 import yaml
 
 from .core import DpmedError, write_json, read_json
-from .imageset import ImageSet, SPLITS, patient_split, check_no_leakage, assign_subgroups, empty_subgroups
+from .imageset import (ImageSet, SPLITS, patient_split, check_no_leakage, assign_subgroups, empty_subgroups,
+                            usable_subgroups)
 
 # %% auto #0
-__all__ = ['SEX_CODES', 'SPLIT_ALIASES', 'RESERVED', 'NPZ_REF', 'PIL_SUFFIXES', 'DICOM_SUFFIXES', 'NIFTI_SUFFIXES',
-           'CACHE_VERSION', 'DataWarning', 'read_manifest', 'show', 'parse_ref', 'npz_shapes', 'check_manifest',
-           'resolve_splits', 'ImageReader', 'read_image', 'Preprocess', 'scale_intensity', 'as_2d', 'as_3d',
-           'infer_spatial_dims', 'preprocess_2d', 'preprocess_3d', 'preprocess', 'default_cache_dir', 'cache_key',
-           'decode_all', 'cached_images', 'dataset_config_for', 'manifest_labels', 'load_manifest',
-           'imageset_from_config', 'Augment2d', 'make_augment', 'summary_table', 'summary_figure', 'validate_manifest',
-           'register_cli']
+__all__ = ['SEX_CODES', 'SPLIT_ALIASES', 'RESERVED', 'NPZ_REF', 'PNG_MAGIC', 'PNG_END', 'PIL_SUFFIXES', 'DICOM_SUFFIXES',
+           'NIFTI_SUFFIXES', 'CACHE_VERSION', 'DataWarning', 'read_manifest', 'show', 'parse_ref', 'npz_shapes',
+           'header_problem', 'check_manifest', 'resolve_splits', 'ImageReader', 'read_image', 'Preprocess',
+           'scale_intensity', 'as_2d', 'as_3d', 'infer_spatial_dims', 'preprocess_2d', 'preprocess_3d', 'preprocess',
+           'default_cache_dir', 'cache_key', 'decode_all', 'cached_images', 'dataset_config_for', 'manifest_name',
+           'manifest_labels', 'prepare_manifest', 'load_manifest', 'imageset_from_table', 'imageset_from_config',
+           'Augment2d', 'make_augment', 'summary_table', 'summary_figure', 'label_class_problems', 'validate_manifest']
 
 # %% ../nbs/04_data.ipynb #18832417
 SEX_CODES = {'f': 'F', 'female': 'F', 'm': 'M', 'male': 'M'}
@@ -86,13 +87,41 @@ def npz_shapes(file) -> dict:
                 out[name[:-4]] = reader(f)[0]
     return out
 
+PNG_MAGIC, PNG_END = b'\x89PNG\r\n\x1a\n', b'\x00\x00\x00\x00IEND\xaeB`\x82'
+_MAGIC = {'.png': (PNG_MAGIC,), '.jpg': (b'\xff\xd8\xff',), '.jpeg': (b'\xff\xd8\xff',),
+          '.tif': (b'II*\x00', b'MM\x00*'), '.tiff': (b'II*\x00', b'MM\x00*'), '.bmp': (b'BM',),
+          '.gz': (b'\x1f\x8b',), '.npy': (b'\x93NUMPY',)}
+
+def header_problem(p: Path) -> str | None:
+    """Why the file `p` cannot be the image its suffix says (None: looks fine), from its first and last bytes:
+    the magic number of PNG, JPEG, TIFF, BMP, gzip (.nii.gz), NumPy, the NIfTI header size, and a PNG's end chunk."""
+    size = p.stat().st_size
+    if size == 0: return 'the file is empty'
+    with open(p, 'rb') as f:
+        head = f.read(16)
+        if size >= 12: f.seek(size - 12); tail = f.read(12)
+        else: tail = b''
+    suffix = p.suffix.lower()
+    magic = _MAGIC.get(suffix)
+    if magic and not head.startswith(magic):
+        text = ' (it looks like text)' if all(32 <= b < 127 or b in (9, 10, 13) for b in head) else ''
+        return f"not a {suffix[1:].upper()} file: it starts with {head[:8]!r}{text}"
+    if suffix == '.nii' and head[:4] not in (b'\x5c\x01\x00\x00', b'\x00\x00\x01\x5c', b'\x1c\x02\x00\x00', b'\x00\x00\x02\x1c'):
+        return f"not a NIfTI file: its header size field is {head[:4]!r}, not 348 or 540"
+    if suffix == '.png' and tail != PNG_END:
+        return f"truncated PNG: {size:,} bytes and no IEND chunk at the end"
+    return None
+
 def _check_files(df, root, source):
     shapes = {}
     for i, ref in enumerate(df['path']):
         p, key, index = parse_ref(ref, root)
         if not p.is_file():
             raise DpmedError(f"{_at(source, df, i, 'path')}: image file not found: {p}")
-        if key is None: continue
+        if key is None:
+            why = header_problem(p)
+            if why: raise DpmedError(f"{_at(source, df, i, 'path')}: {p}: {why}")
+            continue
         if p not in shapes:
             try: shapes[p] = npz_shapes(p)
             except Exception as e:
@@ -143,12 +172,13 @@ def check_manifest(df: pd.DataFrame, labels: list, source: str = 'manifest', roo
                              f"ages are years >= 0")
         df['age'] = age
     if 'sex' in df:
-        norm = [None if pd.isna(v) else SEX_CODES.get(str(v).strip().lower()) for v in df['sex']]
+        norm = [None if pd.isna(v) or not str(v).strip() else SEX_CODES.get(str(v).strip().lower(), str(v).strip().upper())
+                for v in df['sex']]
         bad = [i for i, v in enumerate(norm) if v is None]
         if bad:
             i = bad[0]
-            raise DpmedError(f"{_at(source, df, i, 'sex')}: unknown sex code {show(df['sex'].iat[i])} "
-                             f"({len(bad)} bad row(s)); accepted codes: F, M (also female, male; any case)")
+            raise DpmedError(f"{_at(source, df, i, 'sex')}: missing sex ({len(bad)} row(s)); give F, M (also female, "
+                             f"male; any case) or the export's own code for other or unknown (e.g. O, U)")
         df['sex'] = norm
     for l in labels:
         v = pd.to_numeric(df[l], errors='coerce')
@@ -179,8 +209,19 @@ def check_manifest(df: pd.DataFrame, labels: list, source: str = 'manifest', roo
                                  f"{int((n > 1).sum())} patient(s) span several splits of the given split column")
     else:
         df['split'] = pd.Series([None] * len(df), dtype=object)
+    _check_duplicate_paths(df, root, source)
     if check_files: _check_files(df, root, source)
     return df
+
+def _check_duplicate_paths(df, root, source):
+    "The same image (file, or npz key and index) listed under two ids double-counts it and may leak it across splits."
+    refs = pd.Series([parse_ref(r, root) for r in df['path']])
+    dup = refs.duplicated(keep=False).to_numpy()
+    if not dup.any(): return
+    first = np.flatnonzero((refs == refs[dup].iloc[0]).to_numpy())
+    ids = [df['id'].iat[int(k)] for k in first]
+    raise DpmedError(f"{source}, field 'path': rows {[int(k) + 1 for k in first]} (ids {ids}) name the same image "
+                     f"{df['path'].iat[int(first[0])]!r}; {int(refs[dup].nunique())} image(s) listed more than once")
 
 # %% ../nbs/04_data.ipynb #f263a42e
 def resolve_splits(df: pd.DataFrame, val_fraction: float, test_fraction: float, seed: int = 0,
@@ -518,15 +559,30 @@ def cached_images(refs: list, p: Preprocess, root=None, cache_dir=None, source: 
     return np.memmap(entry / 'images.u8', dtype=np.uint8, mode='r', shape=shape)
 
 # %% ../nbs/04_data.ipynb #e18bdffe
-def dataset_config_for(manifest) -> dict | None:
-    "The dataset config an adapter wrote beside `manifest` (its `data` section), or None."
+def _dataset_yaml(manifest) -> dict | None:
+    "The whole dataset config an adapter wrote beside `manifest` (`<stem>.yaml` or `dataset.yaml`), or None."
     m = Path(manifest)
     for c in (m.with_name(m.name.split('.')[0] + '.yaml'), m.parent / 'dataset.yaml'):
         if c.is_file():
             try: d = yaml.safe_load(c.read_text()) or {}
             except yaml.YAMLError as e: raise DpmedError(f"{c}: not valid YAML ({e})") from None
-            return dict(d.get('data', d))
+            return d if isinstance(d, dict) else {}
     return None
+
+def dataset_config_for(manifest) -> dict | None:
+    "The dataset config an adapter wrote beside `manifest` (its `data` section), or None."
+    d = _dataset_yaml(manifest)
+    return None if d is None else dict(d.get('data', d))
+
+def manifest_name(manifest) -> str:
+    """A manifest dataset's own name: the `name` of the dataset config beside it, else the file stem
+    (the folder's name when the file is just `manifest.csv`)."""
+    try: d = _dataset_yaml(manifest) or {}
+    except DpmedError: d = {}
+    if d.get('name'): return str(d['name'])
+    m = Path(manifest)
+    stem = m.name.split('.')[0]
+    return m.absolute().parent.name if stem.lower() == 'manifest' and m.absolute().parent.name else stem
 
 def manifest_labels(manifest, labels=None) -> list:
     "`labels` if given, else the dataset config's; a clear error if neither."
@@ -536,13 +592,11 @@ def manifest_labels(manifest, labels=None) -> list:
     raise DpmedError(f"data.labels: not set, and no dataset config (dataset.yaml) beside {manifest} names them; "
                      f"give the label columns, e.g. --set data.labels=[cardiomegaly,effusion]")
 
-def load_manifest(data_cfg, check_files: bool = True) -> tuple:
-    "Checked manifest with resolved splits -> (table, label names)."
+def prepare_manifest(df: pd.DataFrame, labels: list, data_cfg, source: str, root=None,
+                     check_files: bool = True) -> pd.DataFrame:
+    "A manifest table checked, with every row's split resolved (given, or assigned per patient as configured)."
     d = data_cfg
-    if not d.manifest: raise DpmedError("data.manifest: is required when data.dataset is 'manifest'")
-    path = Path(d.manifest)
-    labels = manifest_labels(path, d.labels)
-    df = check_manifest(read_manifest(path), labels, str(path), path.parent, check_files=check_files)
+    df = check_manifest(df, labels, source, root, check_files=check_files)
     by, strat = [], df
     specs = {s['name']: s for s in d.subgroups}
     for c in d.stratify_by:                                    # a declared subgroup name (e.g. age_group) or a column
@@ -552,30 +606,44 @@ def load_manifest(data_cfg, check_files: bool = True) -> tuple:
             by.append(f'__group_{c}')
         else: by.append(c)
     df['split'] = resolve_splits(strat, d.val_fraction, d.test_fraction, d.split_seed,
-                                 labels if d.stratify else None, by, str(path))
-    return df, labels
+                                 labels if d.stratify else None, by, source)
+    return df
+
+def load_manifest(data_cfg, check_files: bool = True) -> tuple:
+    "Checked manifest with resolved splits -> (table, label names)."
+    d = data_cfg
+    if not d.manifest: raise DpmedError("data.manifest: is required when data.dataset is 'manifest'")
+    path = Path(d.manifest)
+    labels = manifest_labels(path, d.labels)
+    return prepare_manifest(read_manifest(path), labels, d, str(path), path.parent, check_files), labels
+
+def imageset_from_table(df: pd.DataFrame, labels: list, data_cfg, source: str, root=None,
+                        spatial_dims: int | None = None, log=print) -> ImageSet:
+    "A checked table with splits (see `prepare_manifest`) -> ImageSet, preprocessed to `data.image_size`, via the cache."
+    d = data_cfg
+    subgroups, skipped = usable_subgroups(d.subgroups, df.columns)
+    for msg in empty_subgroups(df, subgroups, 'test'): warnings.warn(f"{source}: {msg}", DataWarning, stacklevel=2)
+    dims = spatial_dims or d.spatial_dims
+    if dims is None:
+        try: dims = infer_spatial_dims(df['path'].iat[0], root)
+        except DpmedError as e: raise DpmedError(f"{source} row 1, field 'path': {e}") from None
+    p = Preprocess.from_config(d, dims)
+    refs = df['path'].tolist()
+    if d.cache: images = cached_images(refs, p, root, d.cache_dir, source, log=log)
+    else: images = decode_all(refs, p, root, source)
+    keep = ['id', 'patient_id'] + [c for c in ('age', 'sex') if c in df] + ['split'] + \
+           [c for c in df.columns if c not in RESERVED and c not in labels] + ['path']
+    meta = df[keep].copy()
+    y = df[labels].to_numpy(np.float32)
+    return ImageSet(images, y, meta, list(labels), skipped)
 
 def imageset_from_config(data_cfg, log=print) -> ImageSet:
     "All splits of a manifest dataset, preprocessed to `data.image_size`, images served from the cache."
     d = data_cfg
     if d.dataset != 'manifest': raise DpmedError(f"data.dataset: expected 'manifest', got {d.dataset!r}")
     df, labels = load_manifest(d)
-    path = Path(d.manifest)
-    assign_subgroups(df, d.subgroups)                        # every declared subgroup column exists
-    for msg in empty_subgroups(df, d.subgroups, 'test'): warnings.warn(f"{path}: {msg}", DataWarning, stacklevel=2)
-    dims = d.spatial_dims
-    if dims is None:
-        try: dims = infer_spatial_dims(df['path'].iat[0], path.parent)
-        except DpmedError as e: raise DpmedError(f"{path} row 1, field 'path': {e}") from None
-    p = Preprocess.from_config(d, dims)
-    refs = df['path'].tolist()
-    if d.cache: images = cached_images(refs, p, path.parent, d.cache_dir, str(path), log=log)
-    else: images = decode_all(refs, p, path.parent, str(path))
-    keep = ['id', 'patient_id'] + [c for c in ('age', 'sex') if c in df] + ['split'] + \
-           [c for c in df.columns if c not in RESERVED and c not in labels] + ['path']
-    meta = df[keep].copy()
-    y = df[labels].to_numpy(np.float32)
-    return ImageSet(images, y, meta, list(labels))
+    return imageset_from_table(df, labels, d, str(Path(d.manifest)), Path(d.manifest).parent, log=log)
+
 
 # %% ../nbs/04_data.ipynb #1e862139
 class Augment2d:
@@ -668,12 +736,34 @@ def summary_figure(meta: pd.DataFrame, labels: list, subgroups: list, path) -> P
     os.replace(tmp, path)
     return path
 
+def label_class_problems(df: pd.DataFrame, labels: list, source: str = 'manifest') -> list[str]:
+    """Warnings for labels with one class within a split (its AUROC is undefined there; on train, DP-SGD learns
+    nothing for it); raises for a label with one class in every row."""
+    out = []
+    for l in labels:
+        n_pos = int(df[l].sum())
+        if n_pos in (0, len(df)):
+            raise DpmedError(f"{source}, field {l!r}: label is {int(n_pos > 0)} in all {len(df)} rows; its AUROC is "
+                             f"undefined and training cannot learn it (drop it from data.labels)")
+        for split in SPLITS:
+            y = df.loc[df['split'] == split, l]
+            if len(y) and y.nunique() == 1:
+                what = 'AUROC is undefined on the test split' if split == 'test' else \
+                       'the model sees no ' + ('positives' if y.iat[0] == 0 else 'negatives')
+                out.append(f"label {l!r} is {int(y.iat[0])} in every {split} row ({len(y)}): {what}")
+    return out
+
 def validate_manifest(data_cfg, check_files: bool = True, decode: bool = False) -> dict:
     "Everything `dpmed data validate` reports: the checked table, counts, warnings (raises on bad input)."
     df, labels = load_manifest(data_cfg, check_files=check_files)
-    subgroups = list(data_cfg.subgroups)
+    subgroups, skipped = usable_subgroups(data_cfg.subgroups, df.columns)
     assign_subgroups(df, subgroups)
-    warns = empty_subgroups(df, subgroups, 'test')
+    warns = [f"subgroup {s['name']} skipped: {s['reason']}" for s in skipped] + empty_subgroups(df, subgroups, 'test')
+    warns += label_class_problems(df, labels, str(data_cfg.manifest))
+    other = sorted(set(df['sex'].dropna()) - {'F', 'M'}) if 'sex' in df else []
+    if other:
+        warns.append("sex codes beyond F/M kept as their own groups: " + ', '.join(
+            f"{g} ({int((df['sex'] == g).sum())} rows)" for g in other) + "; the paper's sex SPD compares F with M")
     if decode:
         path = Path(data_cfg.manifest)
         dims = data_cfg.spatial_dims or infer_spatial_dims(df['path'].iat[0], path.parent)
@@ -692,47 +782,29 @@ def _data_config(args):
         side = dataset_config_for(args.manifest)
         if side: base = {'data': side}
     over = {'data': {'dataset': 'manifest', 'manifest': str(args.manifest)}}
-    if args.labels: over['data']['labels'] = [s.strip() for s in args.labels.split(',') if s.strip()]
+    if args.labels: over['data']['labels'] = list(args.labels)
     sets = parse_overrides(args.set)
     return config_from_dict(_merge(_merge(base, sets), over)).data
 
 def _cmd_validate(args) -> int:
+    "dpmed data validate: validate_manifest, then the counts table and warnings (or --json); a figure only with --figure."
+    from dpmed.cli import print_json
     d = _data_config(args)
     rep = validate_manifest(d, check_files=not args.no_files, decode=args.decode)
     df, labels = rep['table'], rep['labels']
-    src = 'given' if 'split' in read_manifest(d.manifest) else f"assigned per patient (seed {d.split_seed})"
+    given = 'split' in read_manifest(d.manifest)
+    if args.figure: summary_figure(df, labels, rep['subgroups'], Path(args.figure))
+    if args.json:
+        print_json({'manifest': str(d.manifest), 'items': len(df), 'patients': int(df.patient_id.nunique()),
+                    'labels': list(labels), 'split': 'given' if given else f'assigned per patient (seed {d.split_seed})',
+                    'counts': rep['counts'].to_dict('records'), 'warnings': list(rep['warnings']),
+                    'figure': args.figure})
+        return 0
+    src = 'given' if given else f"assigned per patient (seed {d.split_seed})"
     print(f"{d.manifest}: {len(df)} items, {df.patient_id.nunique()} patients, {len(labels)} labels; "
           f"split {src}; no patient in two splits")
     with pd.option_context('display.max_rows', 500, 'display.max_columns', 50, 'display.width', 200):
         print(rep['counts'].to_string(index=False))
     for w in rep['warnings']: print(f"warning: {w}")
-    if not args.no_figure:
-        out = Path(args.figure or f"{Path(d.manifest).name.split('.')[0]}_summary.png")
-        summary_figure(df, labels, rep['subgroups'], out)
-        print(f"figure: {out}")
+    if args.figure: print(f"figure: {args.figure}")
     return 0
-
-def register_cli(subparsers):
-    "Add `dpmed data validate` (and `dpmed data convert`, from the adapters chapter)."
-    p = subparsers.add_parser('data', help='check manifests; convert datasets into manifests',
-                              description='Data tools: validate a manifest, convert a dataset into one.')
-    sub = p.add_subparsers(dest='data_command', metavar='COMMAND')
-    sub.required = True
-    v = sub.add_parser('validate', help='check a manifest and print counts per split x subgroup x label',
-                       description='Check a manifest (schema, values, files, splits) and print counts per split, '
-                                   'subgroup and label; draw age per split and label prevalence per subgroup.')
-    v.add_argument('manifest', help='manifest CSV or Parquet')
-    v.add_argument('--config', help='experiment or dataset config YAML (labels, subgroups, split settings)')
-    v.add_argument('--labels', help='comma-separated label columns (overrides the config)')
-    v.add_argument('--set', action='append', default=[], metavar='KEY=VALUE', help='config override, e.g. data.test_fraction=0.3')
-    v.add_argument('--decode', action='store_true', help='also decode every image (finds corrupt files; slow)')
-    v.add_argument('--no-files', action='store_true', help='do not check that image files exist')
-    v.add_argument('--figure', help='where to write the figure (default: MANIFEST_summary.png here)')
-    v.add_argument('--no-figure', action='store_true', help='write no figure')
-    v.set_defaults(func=_cmd_validate)
-    try:
-        from dpmed.adapters import register_convert
-        register_convert(sub)
-    except ImportError:
-        pass
-    return p

@@ -45,7 +45,7 @@ def test_train_writes_a_run_directory(tmp_path, tiny_config, eps):
     # a second run into the same folder is refused and leaves the first intact
     before = (out / 'metrics.json').read_text()
     r2 = _run(['train', str(tiny_config), '--out', str(out), '--quiet'], tmp_path)
-    assert r2.returncode == 2 and 'already exists' in r2.stderr
+    assert r2.returncode == 3 and 'already exists' in r2.stderr
     assert (out / 'metrics.json').read_text() == before
 
 
@@ -57,7 +57,7 @@ def test_train_writes_a_run_directory(tmp_path, tiny_config, eps):
 ])
 def test_bad_config_is_one_line_naming_the_field(tmp_path, tiny_config, args, field):
     r = _run(['train', str(tiny_config), '--out', str(tmp_path / 'x'), '--quiet'] + args, tmp_path)
-    assert r.returncode == 2
+    assert r.returncode == 3
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith('dpmed: error:') and field in lines[0]
     assert not (tmp_path / 'x').exists()
@@ -65,4 +65,4 @@ def test_bad_config_is_one_line_naming_the_field(tmp_path, tiny_config, args, fi
 
 def test_missing_config_file(tmp_path):
     r = _run(['train', str(tmp_path / 'nope.yaml')], tmp_path)
-    assert r.returncode == 2 and 'nope.yaml' in r.stderr and 'not found' in r.stderr
+    assert r.returncode == 3 and 'nope.yaml' in r.stderr and 'not found' in r.stderr
