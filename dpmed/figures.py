@@ -506,6 +506,8 @@ def _md(df: pd.DataFrame) -> str:
 def fairness_summary(spd: pd.DataFrame, corr: pd.DataFrame, attribute: str = 'sex', group: str = 'F') -> pd.DataFrame:
     """The paper's SPD of one group (default: female, i.e. female - male) per dataset, metric and budget: seed mean
     with the seed-averaged 95% CI, and Pearson's r of epsilon vs SPD of AUROC over the private runs."""
+    if spd.empty or 'attribute' not in spd: return pd.DataFrame()   # e.g. a sweep of non-private runs only
+    if corr.empty or 'dataset' not in corr: corr = pd.DataFrame(columns=['dataset', 'attribute', 'group', 'r', 'p_value'])
     x = spd[(spd.attribute == attribute) & (spd.group.astype(str) == group)]
     rows = []
     for d in datasets(x):
