@@ -231,16 +231,16 @@ _PH = {'cxr': {'data.dataset': 'phantom_cxr', 'model.name': 'resnet9', 'data.ima
 STUDY = {   # the hospitals: private fine-tuning, or training from scratch
     'cxr': {**_PH['cxr'], 'data.n_patients': 700, 'train.epochs': 5, **GAP,
             'model.pretrained': [None, 'pretrain:cxr_public']},
-    'ct': {**_PH['ct'], 'data.n_patients': 600, 'train.epochs': 8, **GAP,
+    'ct': {**_PH['ct'], 'data.n_patients': 600, 'train.epochs': 6, **GAP,
            'model.pretrained': [None, 'pretrain:ct_public']},
 }
 REAL = {    # the embedded real sets (data/): utility vs epsilon; NIH-1000 also fairness, and public pretraining
     'pneumonia': {'data.dataset': 'pneumoniamnist', 'model.name': 'resnet9', 'data.image_size': 28, 'model.width': 0.25,
-                  'train.epochs': 8, 'train.batch_size': 128, 'train.physical_batch_size': 64, 'seed': [0]},
+                  'train.epochs': 6, 'train.batch_size': 128, 'train.physical_batch_size': 64, 'seed': [0]},
     'adrenal': {'data.dataset': 'adrenalmnist3d', 'model.name': 'resnet9_3d', 'data.image_size': 28, 'model.width': 0.25,
-                'train.epochs': 10, 'train.batch_size': 64, 'train.physical_batch_size': 32, 'seed': [0]},
+                'train.epochs': 8, 'train.batch_size': 64, 'train.physical_batch_size': 32, 'seed': [0]},
     'nih': {'data.dataset': 'nih_cxr14_1000', 'model.name': 'resnet9', 'data.image_size': 64, 'model.width': 0.25,
-            'train.epochs': 10, 'train.batch_size': 64, 'train.physical_batch_size': 32,
+            'train.epochs': 8, 'train.batch_size': 64, 'train.physical_batch_size': 32,
             'model.pretrained': [None, 'pretrain:pneumonia_public']},
 }
 PRETRAIN = {  # each runs once, non-private, into OUT/pretrain/NAME; its fine-tunes start from it
