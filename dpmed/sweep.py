@@ -19,8 +19,8 @@ from .study import collect_results, run_notebook, run_row, write_results
 __all__ = ['GRID_KEYS', 'ALIASES', 'VOLATILE', 'SHORT', 'PRETRAIN_PREFIX', 'NAME_RE', 'HEARTBEAT_SECONDS', 'STALE_SECONDS',
            'key_kind', 'grid_settings', 'is_axis', 'identity', 'config_key', 'Run', 'Grid', 'expand_grid', 'load_grid',
            'finished', 'run_config', 'check_folder', 'write_sweep_json', 'lock_holder', 'acquire', 'heartbeat',
-           'leftovers', 'execute_run', 'parse_shard', 'shard_runs', 'results_table', 'status_table', 'write_tables',
-           'Progress', 'SweepResult', 'run_cost', 'resolve_pretrained', 'run_sweep', 'merge_sweeps']
+           'leftovers', 'thread_env', 'execute_run', 'parse_shard', 'shard_runs', 'results_table', 'status_table',
+           'write_tables', 'Progress', 'SweepResult', 'run_cost', 'resolve_pretrained', 'run_sweep', 'merge_sweeps']
 
 # %% ../nbs/11a_sweep.ipynb #13df37f8
 GRID_KEYS = ('name', 'description', 'config', 'notebook', 'parameters', 'experiments', 'pretrain')
@@ -408,8 +408,22 @@ def leftovers(out: Path, name: str) -> list:
 def _remove(p: Path):
     shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
 
+@contextlib.contextmanager
+def thread_env(threads: int | None):
+    """Every thread pool of a run's kernel (OpenMP, MKL, OpenBLAS) at the run's `train.num_threads` while it starts.
+    torch's own setting alone leaves the other pools at the machine's core count, so the same run gave other last
+    bits in a one-job shard than in a `--jobs 2` sweep, and DP-SGD amplified them into other AUROCs."""
+    keys = ('OMP_NUM_THREADS', 'MKL_NUM_THREADS', 'OPENBLAS_NUM_THREADS')
+    old = {k: os.environ.get(k) for k in keys}
+    if threads: os.environ.update({k: str(int(threads)) for k in keys})
+    try: yield
+    finally:
+        for k, v in old.items():
+            if v is None: os.environ.pop(k, None)
+            else: os.environ[k] = v
+
 def execute_run(out, name: str, overrides: list, config_path=None, notebook: str = 'train_eval', cwd=None,
-                parameters: dict | None = None) -> dict:
+                parameters: dict | None = None, threads: int | None = None) -> dict:
     "Claim, run and record one run; returns {'name', 'status': finished|failed|busy|skipped, 'seconds', 'error'}."
     out = Path(out); lock = out / '.locks' / f"{name}.lock"
     if finished(out, name): return {'name': name, 'status': 'skipped', 'seconds': 0.0, 'error': None}
@@ -420,7 +434,7 @@ def execute_run(out, name: str, overrides: list, config_path=None, notebook: str
         for p in leftovers(out, name): _remove(p)
         fdir = out / '_failed' / name
         try:
-            with heartbeat(lock):
+            with heartbeat(lock), thread_env(threads):
                 run_notebook(out / name, overrides, config_path, notebook, cwd=cwd,
                              failed_path=out / f".{name}.failed.ipynb", parameters={'resume': True, **(parameters or {})})
         except Exception as e:                          # a failing run is recorded, the sweep goes on
@@ -630,7 +644,7 @@ def run_sweep(grid, out=None, jobs: int = 1, shard=None, progress: bool = True, 
               + f"{min(jobs, max(1, len(todo)))} job(s) -> {out}", file=sys.stderr, flush=True)
     ran, cwd = [], os.getcwd()
     args = lambda t: (str(t[0].resolve()), t[1].name, t[1].overrides, str(grid.config_path) if grid.config_path else None,
-                      grid.notebook, cwd, grid.parameters)
+                      grid.notebook, cwd, grid.parameters, t[1].config.train.num_threads)
     def handle(res):
         if res['status'] in ('finished', 'failed'): ran.append(res['name'])
         if res.pop('was_busy', False): pr.busy -= 1

@@ -202,7 +202,6 @@ def test_killed_sweep_resumes_without_redoing_finished_runs(tmp_path):
 
 def test_two_shards_merge_into_the_same_results_as_one_sweep(tmp_path):
     g = write_yaml(tmp_path / 'g.yaml', {'name': 'sh', **TINY, 'privacy.reproducible_noise': True,   # comparable noise
-                                         'train.num_threads': 1,   # and arithmetic: shards and jobs use 1 thread
                                          'epsilon': ['inf', 8, 2], 'seed': [3]})
     # two Slurm array tasks, the README's command line verbatim but for the grid and the shard count
     shards = [subprocess.Popen(f'{sys.executable} -m dpmed sweep {g} --shard $SLURM_ARRAY_TASK_ID/2 '
