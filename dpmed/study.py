@@ -14,10 +14,10 @@ from .core import DpmedError, atomic_write_text, read_json
 from .config import load_config
 
 # %% auto #0
-__all__ = ['GAP', 'DEFAULT_EPSILONS', 'PUBLIC_SITE', 'CT_SUBGROUPS', 'STUDY', 'REAL', 'PRETRAIN', 'QUICK', 'PAPER',
-           'NotebookError', 'experiments_dir', 'notebook_path', 'execute_notebook', 'run_notebook', 'list_param',
-           'dict_param', 'run_row', 'collect_results', 'write_results', 'pretrained_name', 'zero_shot', 'default_grid',
-           'paper_grid', 'write_grid', 'default_jobs', 'reproduce', 'run_record']
+__all__ = ['KERNEL_START_TIMEOUT', 'GAP', 'DEFAULT_EPSILONS', 'PUBLIC_SITE', 'CT_SUBGROUPS', 'STUDY', 'REAL', 'PRETRAIN', 'QUICK',
+           'PAPER', 'NotebookError', 'experiments_dir', 'notebook_path', 'execute_notebook', 'run_notebook',
+           'list_param', 'dict_param', 'run_row', 'collect_results', 'write_results', 'pretrained_name', 'zero_shot',
+           'default_grid', 'paper_grid', 'write_grid', 'default_jobs', 'reproduce', 'run_record']
 
 # %% ../nbs/11_study.ipynb #adcdfd93
 class NotebookError(DpmedError):
@@ -55,6 +55,8 @@ def _kernel_manager_class():
             return KernelSpec(resource_dir=RESOURCES, **get_kernel_dict())
     return ThisPythonKernelManager
 
+KERNEL_START_TIMEOUT = 600   # seconds; papermill's 60 s failed runs when parallel jobs kept 2 cores busy
+
 def execute_notebook(notebook, output, parameters: dict | None = None, cwd=None, failed_path=None,
                      tmp_path=None) -> Path:
     "Execute `notebook` with papermill into `output` (atomically, via `tmp_path`); a raising notebook -> `NotebookError`."
@@ -66,6 +68,7 @@ def execute_notebook(notebook, output, parameters: dict | None = None, cwd=None,
     try:
         pm.execute_notebook(str(src), str(tmp), parameters=dict(parameters or {}), kernel_name='python3',
                             language='python', progress_bar=False, cwd=str(cwd or os.getcwd()),
+                            start_timeout=KERNEL_START_TIMEOUT,
                             kernel_manager_class=_kernel_manager_class(),
                             extra_arguments=['--IPKernelApp.log_level=ERROR'])   # no TCP-encryption warning per run
     except pm.PapermillExecutionError as e:
