@@ -13,6 +13,9 @@ step above what was allocated before it (activations, per-sample gradients or no
 on a CPU (`--cpu-memory`), each mode is run alone in a fresh process and the figure is the resident-memory
 high-water mark during two steps above the resident memory once model and data are built (in the timing run all
 modes share one process, whose resident set cannot be split by mode).
+On a CPU each step's process CPU time is recorded too (`*_cpu_ratio`, `*_all_cpu_s`): with one torch thread it is the
+step's own work, which other jobs on a shared machine slow much less than the wall clock (they still share caches and
+memory bandwidth).
 Writes benchmarks/train_speed.json and prints a table."""
 import argparse, datetime, platform, statistics, sys, time, warnings
 from pathlib import Path
@@ -44,16 +47,19 @@ def build(name, labels, mode, batch, width, device):
     return model, opt, crit
 
 
-def step(setup, x, y, device):
-    "One logical step; returns (seconds, peak MiB above the memory allocated before it, CUDA only)."
+def step(setup, x, y, device, cpu_times: list | None = None):
+    """One logical step; returns (seconds, peak MiB above the memory allocated before it, CUDA only). Appends the
+    process' CPU seconds of the step to `cpu_times` (with one torch thread: the step's own work, not the time other
+    jobs on a shared machine held the core)."""
     model, opt, crit = setup
     if device.type == 'cuda':
         torch.cuda.synchronize(); torch.cuda.reset_peak_memory_stats(device); before = torch.cuda.memory_allocated(device)
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     loss = crit(model(x), y); loss.backward(); opt.step(); opt.zero_grad(set_to_none=True)
     if device.type == 'cuda':
         torch.cuda.synchronize()
         return time.perf_counter() - t0, (torch.cuda.max_memory_allocated(device) - before) / 2**20
+    if cpu_times is not None: cpu_times.append(time.process_time() - c0)
     return time.perf_counter() - t0, None
 
 
@@ -108,19 +114,22 @@ def run_case(name, size, labels, modes, batch, reps, device, width):
             step(setups[mode], x, y, device)                                   # warm-up
         except (DpmedError, RuntimeError, NotImplementedError) as e:
             errors[mode] = f"{type(e).__name__}: {str(e)[:200]}"; setups.pop(mode, None)
-    times, mems = {m: [] for m in setups}, {m: [] for m in setups}
+    times, mems, cpu = {m: [] for m in setups}, {m: [] for m in setups}, {m: [] for m in setups}
     for _ in range(reps):
         for mode, s in setups.items():
-            t, mem = step(s, x, y, device); times[mode].append(t); mems[mode].append(mem)
+            t, mem = step(s, x, y, device, cpu[mode]); times[mode].append(t); mems[mode].append(mem)
     row = {'model': name, 'size': size, 'reps': reps}
     base_t = statistics.median(times['nonprivate'])
     base_m = max(mems['nonprivate']) if device.type == 'cuda' else None
     row.update(nonprivate_s=base_t, nonprivate_mem_mb=base_m, nonprivate_all_s=times['nonprivate'])
+    base_c = statistics.median(cpu['nonprivate']) if cpu['nonprivate'] else None
+    if base_c: row.update(nonprivate_cpu_s=base_c, nonprivate_all_cpu_s=cpu['nonprivate'])
     for mode in modes:
         if mode in errors: row[f'{mode}_error'] = errors[mode]; continue
         t = statistics.median(times[mode]); m = max(mems[mode]) if device.type == 'cuda' else None
         row.update({f'{mode}_s': t, f'{mode}_time_ratio': t / base_t, f'{mode}_all_s': times[mode],
                     f'{mode}_mem_mb': m, f'{mode}_mem_ratio': m / base_m if m is not None and base_m else None})
+        if base_c: row.update({f'{mode}_cpu_ratio': statistics.median(cpu[mode]) / base_c, f'{mode}_all_cpu_s': cpu[mode]})
     return row
 
 
@@ -174,6 +183,9 @@ def main(argv=None):
         print(f"{name:15s} {size:4d}  non-DP {row['nonprivate_s']:7.3f}s  " + '  '.join(
             f"{m} {row[f'{m}_time_ratio']:.2f}x" if f'{m}_time_ratio' in row else f"{m} n/a" for m in case_modes),
             flush=True)
+        if 'nonprivate_cpu_s' in row:
+            print(f"{'':20s} CPU time: non-DP {row['nonprivate_cpu_s']:7.3f}s  " + '  '.join(
+                f"{m} {row[f'{m}_cpu_ratio']:.2f}x" for m in case_modes if f'{m}_cpu_ratio' in row), flush=True)
         base_mem = row.get('nonprivate_mem_mb')
         if base_mem is not None:
             base_txt = f"{base_mem:.0f} MB" if isinstance(base_mem, float) else base_mem

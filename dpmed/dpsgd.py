@@ -4,19 +4,22 @@
 
 # %% ../nbs/05a_dpsgd.ipynb #7d909a69
 from __future__ import annotations
-import math, warnings
+import importlib, math, warnings
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 from torch import nn
 
 from .core import DpmedError
+from .models import check_dp_compatible
 
 # %% auto #0
-__all__ = ['GRAD_SAMPLE_MODES', 'FAST_MODES', 'UNSUPPORTED', 'AUTO_MODE', 'AUTO_FALLBACK', 'PerSampleBCE', 'PatientIndex',
-           'PoissonSampler', 'ShuffleSampler', 'resolve_unit', 'unit_count', 'fast_bk_obstacle',
-           'resolve_grad_sample_mode', 'check_grad_sample_mode', 'secure_generator', 'PrivateParts', 'make_private',
-           'empty_step', 'naive_per_sample_grads', 'clipped_sum_reference']
+__all__ = ['GRAD_SAMPLE_MODES', 'FAST_MODES', 'PROVIDERS', 'REGISTRY', 'UNSUPPORTED', 'AUTO_MODE', 'AUTO_FALLBACK',
+           'PerSampleBCE', 'PatientIndex', 'PoissonSampler', 'ShuffleSampler', 'resolve_unit', 'unit_count', 'FastMode',
+           'register', 'registered', 'fast_bk_obstacle', 'resolve_grad_sample_mode', 'check_grad_sample_mode',
+           'secure_generator', 'PrivateParts', 'make_private', 'empty_step', 'naive_per_sample_grads',
+           'clipped_sum_reference']
 
 # %% ../nbs/05a_dpsgd.ipynb #2d4e6bf0
 class PerSampleBCE(nn.Module):
@@ -111,6 +114,29 @@ def unit_count(unit: str, patient_ids) -> int:
 # %% ../nbs/05a_dpsgd.ipynb #1f72ed33
 GRAD_SAMPLE_MODES = ('hooks', 'functorch', 'ew', 'ghost')
 FAST_MODES = ('fast_ghost', 'fast_bk')      # dpmed.fast_dp: convolution norm samplers; fast_bk is single-pass
+# who registers what (`register`), imported by name on first use (`registered`): this module imports no provider
+PROVIDERS = {**{m: 'dpmed.fast_dp' for m in FAST_MODES}, 'clip_guard': 'dpmed.fast_dp'}
+REGISTRY = {}
+
+@dataclass(frozen=True)
+class FastMode:
+    "What `make_private` needs from a gradient mode built outside Opacus (registered by its provider module)."
+    wrap: Callable             # (model, mode, max_grad_norm) -> the GradSampleModule
+    optimizer_class: Callable  # (Opacus' non-distributed ghost-clipping optimizer class) -> the class to use
+    criterion: Callable        # (wrapped model, DP optimizer, criterion, mode) -> the loss wrapper
+
+def register(name: str, entry) -> None:
+    "Called by a provider module when it is imported: file `entry` (a `FastMode`, or the clipping guard) under `name`."
+    if name not in PROVIDERS: raise DpmedError(f"register: {name!r} has no entry in dpmed.dpsgd.PROVIDERS")
+    REGISTRY[name] = entry
+
+def registered(name: str):
+    "The entry filed under `name`, importing its provider module (named in `PROVIDERS`) on first use."
+    if name not in REGISTRY and name in PROVIDERS: importlib.import_module(PROVIDERS[name])
+    if name not in REGISTRY:
+        raise DpmedError(f"{name!r} is not registered" + (f" (importing {PROVIDERS[name]} did not register it)"
+                                                           if name in PROVIDERS else ""))
+    return REGISTRY[name]
 UNSUPPORTED = {('ew', 'monai_densenet121'): "PyTorch's expanded weights fail on DenseNet's convolutions over "
                "concatenated features ('view size is not compatible with input tensor's size and stride'); "
                "use hooks, functorch or ghost"}
@@ -176,30 +202,26 @@ def make_private(model: nn.Module, optimizer: torch.optim.Optimizer, criterion: 
                  distributed: bool = False, amp: bool = False) -> PrivateParts:
     """Wrap model/optimizer/criterion for DP-SGD with `grad_sample_mode` ('auto': `resolve_grad_sample_mode`); the
     accountant records every step at `sample_rate`. Refuses models that per-sample clipping cannot cover (BatchNorm;
-    `dpmed.fast_dp.guard_private` refuses parameters used outside their layer or trained without a hook)."""
+    the registered 'clip_guard', `dpmed.fast_dp.guard_private`, refuses parameters used outside their layer or
+    trained without a hook). Fast modes come from the registry (`registered`), never by importing their module."""
     from opacus.accountants import create_accountant
     from opacus.grad_sample.utils import prepare_module
     from opacus.optimizers import get_optimizer_class
-    from dpmed.models import check_dp_compatible
-    from dpmed.fast_dp import guard_private
     grad_sample_mode, notice = resolve_grad_sample_mode(grad_sample_mode, model, distributed=distributed, amp=amp)
     if notice: warnings.warn(notice)
     check_grad_sample_mode(grad_sample_mode, distributed=distributed, secure_mode=secure_mode)
     check_dp_compatible(model)
     kw = {'max_grad_norm': max_grad_norm} if grad_sample_mode == 'ghost' else {}
-    fast = grad_sample_mode in FAST_MODES
+    fast = registered(grad_sample_mode) if grad_sample_mode in FAST_MODES else None
+    guard = registered('clip_guard')
     with warnings.catch_warnings():
         warnings.filterwarnings('ignore', message='.*Full backward hook.*')
-        if fast:
-            from dpmed.fast_dp import wrap_fast
-            gsm = wrap_fast(model, grad_sample_mode, max_grad_norm)
+        if fast: gsm = fast.wrap(model, grad_sample_mode, max_grad_norm)
         else: gsm = prepare_module(model, grad_sample_mode, batch_first=True, loss_reduction='mean', **kw)
     cls = get_optimizer_class(clipping='flat', distributed=distributed,
                               grad_sample_mode='ghost' if fast else grad_sample_mode)
-    if fast and not distributed:
-        from dpmed.fast_dp import fast_optimizer_class
-        cls = fast_optimizer_class(cls)               # same noise stream, without Opacus' per-step copies
-    cls = guard_private(gsm, cls, grad_sample_mode)    # every step: each gradient was clipped per sample
+    if fast and not distributed: cls = fast.optimizer_class(cls)   # e.g. same noise stream, no per-step copies
+    cls = guard(gsm, cls, grad_sample_mode)            # every step: each gradient was clipped per sample
     dp_opt = cls(optimizer, noise_multiplier=noise_multiplier, max_grad_norm=max_grad_norm,
                  expected_batch_size=expected_batch_size, loss_reduction='mean',
                  generator=secure_generator() if secure_mode else noise_generator, secure_mode=secure_mode)
@@ -208,9 +230,7 @@ def make_private(model: nn.Module, optimizer: torch.optim.Optimizer, criterion: 
     if grad_sample_mode == 'ghost':
         from opacus.utils.fast_gradient_clipping_utils import DPLossFastGradientClipping
         criterion = DPLossFastGradientClipping(gsm, dp_opt, criterion, 'mean')
-    elif fast:
-        from dpmed.fast_dp import fast_criterion
-        criterion = fast_criterion(gsm, dp_opt, criterion, grad_sample_mode)
+    elif fast: criterion = fast.criterion(gsm, dp_opt, criterion, grad_sample_mode)
     return PrivateParts(gsm, dp_opt, criterion, acc, grad_sample_mode)
 
 # %% ../nbs/05a_dpsgd.ipynb #f93b537d

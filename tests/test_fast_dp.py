@@ -133,8 +133,12 @@ def test_single_pass_targets_every_source_layer():
     x, y = torch.randn(4, 1, 9, 9, dtype=torch.float64), (torch.rand(4, 2) > 0.5).double()
     parts = assert_equals_naive_loop(m, x, y)
     parts.model(x)                                      # the forward records both stems as sources
-    assert parts.model._sources == [m.a, m.b]
-    assert parts.model.backward_targets() == [m.a.weight, m.b.bias]
+    assert [layer for layer, _ in parts.model._sources] == [m.a, m.b]
+    targets = parts.model.backward_targets()            # their raw outputs: no weight gradient is computed
+    assert len(targets) == 2 and not any(t is p for t in targets for p in m.parameters())
+    for t, layer in zip(targets, (m.a, m.b)):
+        with torch.no_grad(): out = layer(x)
+        assert torch.equal(t, out) and type(t.grad_fn).__name__ == "ConvolutionBackward0"
 
 
 class CutBranch(nn.Module):
