@@ -4,7 +4,7 @@
 
 # %% ../nbs/06_accounting.ipynb #d66e59c2
 from __future__ import annotations
-import argparse, json, math, numbers, os, sys, warnings
+import math, numbers, os, sys, warnings
 from contextlib import contextmanager
 
 import numpy as np
@@ -12,20 +12,22 @@ import numpy as np
 from .core import DpmedError
 
 # %% auto #0
-__all__ = ['ACCOUNTANTS', 'PRV_EPS_ERROR', 'MAX_SIGMA', 'MAX_PRV_GRID', 'MAX_TARGET_EPSILON', 'RDP_ALPHAS', 'GDP_NOTE',
-           'DeltaWarning', 'check_sample_rate', 'check_sigma', 'check_steps', 'check_delta_value', 'check_epsilon',
-           'check_accountant', 'normalize_history', 'total_steps', 'epsilon', 'epsilon_per_epoch', 'steps_for_epochs',
+__all__ = ['ACCOUNTANTS', 'DeltaWarning', 'normalize_history', 'epsilon', 'epsilon_per_epoch', 'steps_for_epochs',
            'calibrate_sigma', 'check_delta', 'privacy_report', 'privacy_paragraph']
 
 # %% ../nbs/06_accounting.ipynb #2d194c45
 ACCOUNTANTS = ('prv', 'rdp', 'gdp')
+
+# %% ../nbs/06_accounting.ipynb #ac0e005e
 PRV_EPS_ERROR = 0.01          # Opacus' default accuracy of the PRV accountant
 MAX_SIGMA = 1e6               # as opacus.accountants.utils.MAX_SIGMA
 MAX_PRV_GRID = 40_000_000     # grid points (8 bytes each, several arrays) before we refuse and point to rdp
 
+# %% ../nbs/06_accounting.ipynb #c8fcc7b4
 class DeltaWarning(UserWarning):
     "delta is not small compared with 1/N: the (epsilon, delta) guarantee is weak."
 
+# %% ../nbs/06_accounting.ipynb #073b1172
 def _is_num(x) -> bool: return isinstance(x, numbers.Real) and not isinstance(x, bool)
 
 def _real(name, x) -> float:
@@ -85,6 +87,7 @@ def normalize_history(history, name='history') -> list[tuple[float, float, int]]
         if t: out.append((s, q, t))
     return out
 
+# %% ../nbs/06_accounting.ipynb #92d507ce
 def _merged(history) -> list[tuple[float, float, int]]:
     "Entries with equal (sigma, q) added up, in order of first appearance."
     acc = {}
@@ -258,9 +261,11 @@ def _solve(f, target, tol, s0, factor=2.0, cache=None, s_min=1e-3, s_max=MAX_SIG
         F(math.exp(x)); lo, hi = bracket()
     return hi, cache[hi]
 
+# %% ../nbs/06_accounting.ipynb #9f9a3bab
 MAX_TARGET_EPSILON = 100.0    # above this a guarantee promises nothing (a likelihood ratio up to e^100)
 RDP_ALPHAS = tuple([1 + x / 10.0 for x in range(1, 100)] + list(range(12, 64)))   # = Opacus' RDPAccountant.DEFAULT_ALPHAS
 
+# %% ../nbs/06_accounting.ipynb #a1d70b97
 def _rdp_floor(delta: float) -> tuple[float, float]:
     """(least epsilon the rdp accountant certifies at `delta` with any noise, its largest order): the limit
     sigma -> inf of Opacus' conversion eps = rdp - (log delta + log a)/(a - 1) + log((a - 1)/a), rdp -> 0."""
@@ -359,6 +364,7 @@ def check_delta(delta: float, n_train: int | None) -> str | None:
 GDP_NOTE = ("The gdp value is a central-limit approximation (Dong, Roth and Su 2019) that can underestimate "
             "epsilon; prv and rdp are upper bounds.")
 
+# %% ../nbs/06_accounting.ipynb #0b207410
 def _opacus_version() -> str:
     try:
         import opacus; return opacus.__version__

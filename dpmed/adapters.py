@@ -4,7 +4,7 @@
 
 # %% ../nbs/04a_adapters.ipynb #8412aa2f
 from __future__ import annotations
-import ast, json, os, re
+import ast, json, re
 from pathlib import Path
 
 import numpy as np
@@ -12,14 +12,13 @@ import pandas as pd
 import yaml
 
 from .core import DpmedError, atomic_dir, write_json
-from .config import PAPER_AGE_BINS, PAPER_CXR_LABELS
-from .data import check_manifest, npz_shapes, show, SEX_CODES, RESERVED
+from .core import PAPER_AGE_BINS, PAPER_CXR_LABELS
+from .data import check_manifest, npz_shapes, show, normalize_sex, RESERVED
 
 # %% auto #0
-__all__ = ['CXR_SUBGROUPS', 'NIH_LABELS', 'NIH_COLUMNS', 'CHEXPERT_LABELS', 'PADCHEST_LABELS', 'UKA_ALIASES', 'MEDMNIST_LABELS',
-           'snake', 'write_dataset', 'nih_table', 'adapt_nih', 'apply_uncertain_policy', 'adapt_chexpert',
-           'adapt_mimic', 'adapt_padchest', 'adapt_vindr', 'adapt_uka', 'medmnist_table', 'adapt_medmnist',
-           'adapt_ct_folder']
+__all__ = ['NIH_LABELS', 'CHEXPERT_LABELS', 'PADCHEST_LABELS', 'write_dataset', 'nih_table', 'adapt_nih',
+           'apply_uncertain_policy', 'adapt_chexpert', 'adapt_mimic', 'adapt_padchest', 'adapt_vindr', 'adapt_uka',
+           'medmnist_table', 'adapt_medmnist', 'adapt_ct_folder']
 
 # %% ../nbs/04a_adapters.ipynb #64fde47d
 def snake(name: str) -> str:
@@ -28,6 +27,7 @@ def snake(name: str) -> str:
 
 CXR_SUBGROUPS = [{'name': 'sex', 'column': 'sex'}, {'name': 'age_group', 'column': 'age', 'bins': list(PAPER_AGE_BINS)}]
 
+# %% ../nbs/04a_adapters.ipynb #83e781b8
 def write_dataset(out, manifest: pd.DataFrame, labels: list, name: str, data: dict | None = None,
                   report: dict | None = None, extra: dict | None = None, overwrite: bool = False) -> Path:
     "Check `manifest` (files included) and write `manifest.csv`, `dataset.yaml`, `adapter.json` into `out`."
@@ -47,6 +47,7 @@ def write_dataset(out, manifest: pd.DataFrame, labels: list, name: str, data: di
                                           'labels': list(labels), **(report or {})})
     return out / 'manifest.csv'
 
+# %% ../nbs/04a_adapters.ipynb #88044281
 def _read_table(path, what: str, **kw) -> pd.DataFrame:
     path = Path(path)
     if not path.is_file(): raise DpmedError(f"{path}: {what} not found")
@@ -66,7 +67,10 @@ def _find(path, *names) -> Path:
     raise DpmedError(f"{path}: none of {', '.join(names)} (or .gz) found")
 
 def _sex(v):
-    return None if pd.isna(v) else SEX_CODES.get(str(v).strip().lower())
+    """F or M (normalised as the manifest check does); None for anything else. The public-data adapters keep F and M
+    only and report how many rows they dropped; a hand-made manifest may carry other codes as groups of their own."""
+    s = normalize_sex(v)
+    return s if s in ('F', 'M') else None
 
 # %% ../nbs/04a_adapters.ipynb #2f6c0188
 NIH_LABELS = ['Atelectasis', 'Cardiomegaly', 'Effusion', 'Infiltration', 'Mass', 'Nodule', 'Pneumonia',
@@ -81,8 +85,10 @@ def _age_years(v):
     x = float(m[1])
     return {'': x, 'Y': x, 'M': x / 12, 'W': x / 52.1775, 'D': x / 365.25}[m[2]]
 
+# %% ../nbs/04a_adapters.ipynb #0a690348
 NIH_COLUMNS = ['Image Index', 'Finding Labels', 'Patient ID', 'Patient Age', 'Patient Gender', 'View Position']
 
+# %% ../nbs/04a_adapters.ipynb #3b75a6fe
 def nih_table(meta: pd.DataFrame, images, views=('PA', 'AP'), source='NIH metadata') -> tuple:
     "NIH metadata rows (Data_Entry columns) + images (folder or npz) -> (manifest table, label names, report)."
     _need(meta, NIH_COLUMNS, source, 'NIH metadata')
@@ -125,7 +131,6 @@ def adapt_nih(metadata, images, out, views=('PA', 'AP'), test_list=None, overwri
         test = set(Path(test_list).read_text().split())
         df['split'] = np.where(df['id'].isin(test), 'test', None)
     return write_dataset(out, df, labels, 'nih_cxr14', report=report, overwrite=overwrite)
-
 
 # %% ../nbs/04a_adapters.ipynb #5c09d3da
 CHEXPERT_LABELS = ['No Finding', 'Enlarged Cardiomediastinum', 'Cardiomegaly', 'Lung Opacity', 'Lung Lesion',
@@ -288,6 +293,7 @@ UKA_ALIASES = {'atelectasis_right': ['disturbances_right'], 'atelectasis_left': 
                'pneumonic_infiltrates_right': ['pneumonic_infiltration_right'],
                'pneumonic_infiltrates_left': ['pneumonic_infiltration_left']}
 
+# %% ../nbs/04a_adapters.ipynb #cd0d7fe1
 def _col(t, want, options, path):
     for c in [want] + options:
         if c in t: return c
@@ -338,6 +344,7 @@ def _medmnist_names(flag):
     except Exception:
         return MEDMNIST_LABELS.get(flag)
 
+# %% ../nbs/04a_adapters.ipynb #4d628dfd
 def medmnist_table(npz, flag: str | None = None, label_names=None) -> tuple:
     "A MedMNIST .npz -> (manifest table with `file.npz:key:index` paths and the official split, labels, data settings, report)."
     npz = Path(npz).absolute()
@@ -386,7 +393,6 @@ def adapt_medmnist(npz, out, flag: str | None = None, label_names=None, overwrit
     df, labels, data, report = medmnist_table(npz, flag, label_names)
     extra = {'model': {'name': 'resnet9_3d'}} if data['spatial_dims'] == 3 else {}
     return write_dataset(out, df, labels, report['flag'], data=data, report=report, extra=extra, overwrite=overwrite)
-
 
 # %% ../nbs/04a_adapters.ipynb #82eefe3b
 _YES = {'1': 1, '0': 0, '1.0': 1, '0.0': 0, 'yes': 1, 'no': 0, 'true': 1, 'false': 0, 'positive': 1,

@@ -4,28 +4,32 @@
 
 # %% ../nbs/14_audit.ipynb #81f04c93
 from __future__ import annotations
-import argparse, dataclasses, math, os, sys, tempfile, time
+import dataclasses, math, os, sys, tempfile, time
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from scipy import optimize, special, stats
 
-from .core import DpmedError, write_json, read_json, resolve_device
+from .core import DpmedError, write_json, resolve_device
 from .config import ExperimentConfig
 from .imageset import ImageSet
 from .metrics import auroc, auroc_from_counts, bootstrap_counts, percentile_ci
+from .models import build_model, load_checkpoint
+from .runs import RunDir
+from .train import load_imageset, predict_logits, train
+from .accounting import calibrate_sigma
+from .dpsgd import resolve_unit, unit_count
 
 # %% auto #0
-__all__ = ['FPR_LEVELS', 'roc_points', 'tpr_at_fpr', 'attack_stats', 'example_losses', 'load_checkpoint', 'build_for',
-           'load_run_model', 'one_run_p_value', 'epsilon_lower_bound', 'make_canaries', 'canary_image_mask',
-           'canary_scores', 'with_canaries', 'guess_grid', 'guess_counts', 'one_run_bound', 'canary_config',
-           'canary_audit', 'logit_margins', 'lira_scores', 'shadow_inclusion', 'lira_attack', 'audit_run',
-           'audit_summary', 'plot_audit', 'save_figure']
+__all__ = ['roc_points', 'tpr_at_fpr', 'attack_stats', 'example_losses', 'build_for', 'load_run_model', 'one_run_p_value',
+           'epsilon_lower_bound', 'make_canaries', 'one_run_bound', 'canary_audit', 'logit_margins', 'lira_scores',
+           'lira_attack', 'audit_run', 'audit_summary', 'plot_audit']
 
 # %% ../nbs/14_audit.ipynb #7bb778a2
 FPR_LEVELS = (0.01, 0.001)
 
+# %% ../nbs/14_audit.ipynb #3de1e277
 def _scores(member_scores, nonmember_scores):
     pos, neg = np.asarray(member_scores, float).ravel(), np.asarray(nonmember_scores, float).ravel()
     if len(pos) == 0 or len(neg) == 0:
@@ -101,39 +105,20 @@ def attack_stats(member_scores, nonmember_scores, member_groups=None, nonmember_
 def example_losses(model, s: ImageSet, device='cpu', batch_size: int = 128) -> np.ndarray:
     "Per-image binary cross-entropy, averaged over labels (no class weights), with the model in eval mode."
     import torch
-    from dpmed.train import predict_logits
     z = torch.from_numpy(predict_logits(model, s, device, batch_size)).double()
     y = torch.from_numpy(np.asarray(s.labels, dtype=np.float64))
     loss = torch.nn.functional.binary_cross_entropy_with_logits(z, y, reduction='none')
     return loss.mean(1).numpy() if len(s) else np.zeros(0)
 
-def load_checkpoint(path) -> dict:
-    "A dpmed `checkpoint.pt`, loaded with `weights_only=True` (plus the numpy types of its saved RNG state)."
-    import torch
-    path = Path(path)
-    if not path.exists(): raise DpmedError(f"{path}: checkpoint not found")
-    allowed = [np.ndarray, np.dtype, type(np.dtype(np.uint32)), torch.torch_version.TorchVersion]
-    try:
-        from numpy._core.multiarray import _reconstruct
-    except ImportError:                                         # numpy < 2
-        from numpy.core.multiarray import _reconstruct
-    allowed.append(_reconstruct)
-    try:
-        with torch.serialization.safe_globals(allowed):
-            return torch.load(path, map_location='cpu', weights_only=True)
-    except Exception as e:
-        raise DpmedError(f"{path}: not a readable dpmed checkpoint ({str(e).splitlines()[0][:200]})") from None
-
 def build_for(cfg: ExperimentConfig, n_labels: int):
     "The run's network, freshly initialised (a `model.pretrained` file is not needed: its weights get replaced)."
-    from dpmed.models import build_model
     return build_model(dataclasses.replace(cfg.model, pretrained=None), n_labels)
 
 def load_run_model(run_dir, cfg: ExperimentConfig, n_labels: int, weights: str = 'last', device='cpu'):
     "The network of a run directory with its last-epoch (`'last'`) or best-epoch (`'best'`) weights."
     key = {'last': 'model_last', 'best': 'model'}.get(weights)
     if key is None: raise DpmedError(f"--weights: must be 'last' or 'best', got {weights!r}")
-    path = Path(run_dir) / 'checkpoint.pt'
+    path = RunDir(run_dir).checkpoint_file
     ck = load_checkpoint(path)
     if key not in ck: raise DpmedError(f"{path}: has no '{key}' entry (the {weights}-epoch weights); found {sorted(ck)}")
     model = build_for(cfg, n_labels)
@@ -190,6 +175,7 @@ def make_canaries(k: int, like: ImageSet, seed: int = 0, images_per_canary: int 
         if lab in like.meta: meta[lab] = labels[:, j]
     return ImageSet(images, labels, meta, list(like.label_names)), included
 
+# %% ../nbs/14_audit.ipynb #096feec7
 def canary_image_mask(canaries: ImageSet, included) -> np.ndarray:
     "Per image of `canaries`: is its canary patient included (`included` has one flag per canary patient)."
     pids = canaries.meta['patient_id'].to_numpy()
@@ -228,6 +214,7 @@ def guess_counts(scores, included, k_plus: int, k_minus: int) -> tuple:
     v = int(inc[o[:k_plus]].sum()) + int((~inc[o[len(s) - k_minus:]]).sum() if k_minus else 0)
     return k_plus + k_minus, v
 
+# %% ../nbs/14_audit.ipynb #f3f743fc
 def one_run_bound(scores, included, confidence: float = 0.95, delta: float = 0.0, grid=None) -> dict:
     "Best epsilon lower bound over the guess grid, confidence split among the grid's entries (Bonferroni)."
     m = len(scores)
@@ -250,20 +237,18 @@ def canary_config(cfg: ExperimentConfig, n_train: int, k: int, unit: str | None 
     p = c.privacy
     if unit is not None: p.unit = unit
     if p.private and p.noise_multiplier is None:
-        from dpmed.accounting import calibrate_sigma
         q = 1 / math.ceil((n_train + k / 2) / cfg.train.batch_size)
         p.noise_multiplier = calibrate_sigma(p.epsilon, p.delta, sample_rate=q, epochs=cfg.train.epochs,
                                              accountant=p.accountant)
         p.epsilon = math.inf
     return c
 
+# %% ../nbs/14_audit.ipynb #f7395d9a
 def canary_audit(cfg: ExperimentConfig, k: int, seed: int = 0, data: ImageSet | None = None,
                  confidence: float = 0.95, weights: str = 'last', progress: bool = False,
                  images_per_canary: int = 1) -> dict:
     """Train with `k` canary patients of `images_per_canary` images (half included at random), guess inclusion
     from their mean losses, bound epsilon. The privacy unit is the run's (resolved on its own training split)."""
-    from dpmed.train import train, load_imageset
-    from dpmed.dpsgd import resolve_unit, unit_count
     t0 = time.time()
     data = data if data is not None else load_imageset(cfg)
     canaries, included = make_canaries(k, data, seed, images_per_canary)
@@ -294,7 +279,6 @@ def canary_audit(cfg: ExperimentConfig, k: int, seed: int = 0, data: ImageSet | 
 # %% ../nbs/14_audit.ipynb #93dc5e67
 def logit_margins(model, s: ImageSet, device='cpu', batch_size: int = 128) -> np.ndarray:
     "(n, labels): logit of the probability the model gives each image's true label value, (2y - 1) * z."
-    from dpmed.train import predict_logits
     return (2 * np.asarray(s.labels, float) - 1) * predict_logits(model, s, device, batch_size)
 
 def _pooled_var(phi, mask, mu, min_var):
@@ -329,16 +313,17 @@ def lira_scores(target, shadow, shadow_in, min_var: float = 1e-4) -> np.ndarray:
     sd_out = np.sqrt(_pooled_var(shadow, out, mu_out, min_var))
     return (stats.norm.logpdf(target, mu_in, sd_in) - stats.norm.logpdf(target, mu_out, sd_out)).sum(1)
 
+# %% ../nbs/14_audit.ipynb #114247f8
 def shadow_inclusion(groups, n_shadows: int, seed: int = 0) -> np.ndarray:
     "(n_shadows, n) bool: each shadow model includes each patient (group) with a fair coin, all its images together."
     _, inv = np.unique(np.asarray(groups).astype(str), return_inverse=True)
     rng = np.random.default_rng([int(seed), 5417])
     return (rng.random((n_shadows, inv.max() + 1)) < 0.5)[:, inv]
 
+# %% ../nbs/14_audit.ipynb #346a635b
 def lira_attack(cfg: ExperimentConfig, data: ImageSet, target_model, n_shadows: int = 8, seed: int = 0,
                 weights: str = 'last', progress: bool = False) -> dict:
     "LiRA scores of the training (members) and test (non-members) images, from `n_shadows` shadow runs."
-    from dpmed.train import train
     if n_shadows < 2: raise DpmedError(f"--shadows: LiRA needs at least 2 shadow models, got {n_shadows}")
     t0 = time.time()
     split = data.meta['split'].to_numpy()
@@ -371,29 +356,44 @@ def _eps(x) -> float:
 def _fmt(x) -> str:
     return 'inf' if math.isinf(_eps(x)) else f'{_eps(x):.3g}'
 
-def audit_run(run_dir, canaries: int = 0, seed: int = 0, out=None, weights: str = 'last',
-              nonmembers: str = 'val+test', n_boot: int = 1000, confidence: float = 0.95, attack: str = 'loss',
-              shadows: int = 8, progress: bool = False, canary_images: int = 1) -> dict:
-    """Membership-inference audit of a run (loss threshold; with `attack='lira'` also LiRA with `shadows` shadow
-    runs) and, with `canaries` > 0, the canary audit (canary patients of `canary_images` images each);
-    writes audit.json and audit_roc.png."""
-    from dpmed.rundir import load_run
-    from dpmed.train import load_imageset
-    run_dir = Path(run_dir)
+def _check_audit_args(canaries, n_boot, weights, nonmembers, attack, shadows):
     if nonmembers not in ('test', 'val+test'): raise DpmedError(f"--nonmembers: 'test' or 'val+test', got {nonmembers!r}")
     if canaries < 0 or canaries == 1: raise DpmedError(f"--canaries: 0 (none) or at least 2, got {canaries}")
     if n_boot < 0: raise DpmedError(f"--n-boot: must be >= 0, got {n_boot}")
     if weights not in ('last', 'best'): raise DpmedError(f"--weights: must be 'last' or 'best', got {weights!r}")
     if attack not in ('loss', 'lira'): raise DpmedError(f"--attack: must be 'loss' or 'lira', got {attack!r}")
     if attack == 'lira' and shadows < 2: raise DpmedError(f"--shadows: LiRA needs at least 2 shadow models, got {shadows}")
-    run = load_run(run_dir)
-    cfg, pv = run['config'], run['privacy']
-    data = load_imageset(cfg)
-    tr = data.split('train')
-    recorded = run['metrics'].get('n_train')
+
+def _run_data(rd: RunDir, run: dict):
+    "The run's data rebuilt from its config; refuses when the training split is not the one the run trained on."
+    data = load_imageset(run['config'])
+    tr, recorded = data.split('train'), run['metrics'].get('n_train')
     if recorded is not None and int(recorded) != len(tr):
-        raise DpmedError(f"{run_dir / 'config.yaml'}: rebuilds a training split of {len(tr)} images but the run "
+        raise DpmedError(f"{rd.config_file}: rebuilds a training split of {len(tr)} images but the run "
                          f"trained on {recorded} (metrics.json n_train); the data changed since the run")
+    return data
+
+def _lira_report(cfg, data, model, shadows, seed, weights, progress, n_boot, confidence) -> dict:
+    la = lira_attack(cfg, data, model, shadows, seed, weights, progress)
+    lst = attack_stats(la['member_scores'], la['nonmember_scores'], la['member_groups'], la['nonmember_groups'],
+                       n_boot=n_boot, seed=seed, level=confidence)
+    lira = {'attack': 'likelihood ratio with shadow models (Carlini et al. 2022), pooled variances',
+            'members': 'train', 'nonmembers': 'test', 'n_shadows': la['n_shadows'],
+            'shadow_train_sizes': la['shadow_train_sizes'], 'seconds': la['seconds'], **lst}
+    lira['roc'] = roc_points(la['member_scores'], la['nonmember_scores'])
+    return lira
+
+def audit_run(run_dir, canaries: int = 0, seed: int = 0, out=None, weights: str = 'last',
+              nonmembers: str = 'val+test', n_boot: int = 1000, confidence: float = 0.95, attack: str = 'loss',
+              shadows: int = 8, progress: bool = False, canary_images: int = 1) -> dict:
+    """Membership-inference audit of a run (loss threshold; with `attack='lira'` also LiRA with `shadows` shadow
+    runs) and, with `canaries` > 0, the canary audit (canary patients of `canary_images` images each);
+    writes audit.json and audit_roc.png."""
+    _check_audit_args(canaries, n_boot, weights, nonmembers, attack, shadows)
+    rd = RunDir(run_dir); run_dir = rd.path
+    run = rd.load()
+    cfg, pv = run['config'], run['privacy']
+    data = _run_data(rd, run); tr = data.split('train')
     device = resolve_device(cfg.train.device)
     model = load_run_model(run_dir, cfg, len(data.label_names), weights, device)
     out_set = data.split('test') if nonmembers == 'test' else \
@@ -412,27 +412,17 @@ def audit_run(run_dir, canaries: int = 0, seed: int = 0, out=None, weights: str 
               'run_privacy': {'private': pv.get('private'), 'epsilon': _eps(pv.get('epsilon')),
                               'delta': pv.get('delta'), 'accountant': pv.get('accountant')},
               'membership_inference': mia, 'lira': None, 'canary_audit': None}
-    lira = None
-    if attack == 'lira':
-        la = lira_attack(cfg, data, model, shadows, seed, weights, progress)
-        lst = attack_stats(la['member_scores'], la['nonmember_scores'], la['member_groups'], la['nonmember_groups'],
-                           n_boot=n_boot, seed=seed, level=confidence)
-        lira = {'attack': 'likelihood ratio with shadow models (Carlini et al. 2022), pooled variances',
-                'members': 'train', 'nonmembers': 'test', 'n_shadows': la['n_shadows'],
-                'shadow_train_sizes': la['shadow_train_sizes'], 'seconds': la['seconds'], **lst}
-        lira['roc'] = roc_points(la['member_scores'], la['nonmember_scores'])
-        report['lira'] = {k: v for k, v in lira.items() if k != 'roc'}
-    can = None
-    if canaries:
-        can = canary_audit(cfg, canaries, seed, data=data, confidence=confidence, weights=weights, progress=progress,
-                           images_per_canary=canary_images)
-        report['canary_audit'] = can
+    lira = _lira_report(cfg, data, model, shadows, seed, weights, progress, n_boot, confidence) if attack == 'lira' else None
+    if lira is not None: report['lira'] = {k: v for k, v in lira.items() if k != 'roc'}
+    can = canary_audit(cfg, canaries, seed, data=data, confidence=confidence, weights=weights, progress=progress,
+                       images_per_canary=canary_images) if canaries else None
+    report['canary_audit'] = can
     report['summary'] = audit_summary(report)
     out = Path(out) if out is not None else run_dir
     out.mkdir(parents=True, exist_ok=True)
     fig = plot_audit(fpr, tpr, st, can, lira=lira, title=f"{cfg.name} ({'DP, eps ' + _fmt(pv.get('epsilon')) if pv.get('private') else 'non-private'})")
     save_figure(fig, out / 'audit_roc.png')
-    write_json(out / 'audit.json', report)
+    write_json(RunDir(out).audit_file, report)
     return report
 
 def audit_summary(report: dict) -> str:
@@ -494,6 +484,7 @@ def plot_audit(fpr, tpr, stats_: dict, canary: dict | None = None, title: str = 
     fig.tight_layout()
     return fig
 
+# %% ../nbs/14_audit.ipynb #2407cf73
 def save_figure(fig, path) -> Path:
     "Save a figure through a temporary file and an atomic rename; closes it."
     import matplotlib.pyplot as plt

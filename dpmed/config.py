@@ -4,25 +4,22 @@
 
 # %% ../nbs/01_config.ipynb #5be3e20c
 from __future__ import annotations
-import dataclasses, math, typing
+import hashlib, json, math
 from dataclasses import dataclass, field, fields, is_dataclass, asdict
 from pathlib import Path
 
 import yaml
 
-from .core import DpmedError
+from .core import DpmedError, PAPER_AGE_BINS
 
 # %% auto #0
-__all__ = ['PAPER_CXR_LABELS', 'PAPER_AGE_BINS', 'BOOTSTRAP_LEVELS', 'DataConfig', 'ModelConfig', 'PrivacyConfig', 'TrainConfig',
+__all__ = ['BOOTSTRAP_LEVELS', 'SAME_RUN', 'PRETRAIN_PREFIX', 'DataConfig', 'ModelConfig', 'PrivacyConfig', 'TrainConfig',
            'EvalConfig', 'ExperimentConfig', 'validate', 'config_from_dict', 'parse_overrides', 'load_config',
-           'config_to_dict', 'config_to_yaml']
+           'config_to_dict', 'config_to_yaml', 'run_identity', 'identity_key']
 
 # %% ../nbs/01_config.ipynb #cbcaac33
-PAPER_CXR_LABELS = ['cardiomegaly', 'congestion', 'pleural_effusion_right', 'pleural_effusion_left',
-                    'pneumonic_infiltrates_right', 'pneumonic_infiltrates_left',
-                    'atelectasis_right', 'atelectasis_left']
-PAPER_AGE_BINS = [0, 30, 60, 70, 80, 100]
 BOOTSTRAP_LEVELS = ('auto', 'patient', 'image')      # eval.bootstrap (see the metrics chapter)
+SAME_RUN = {'identity': False}    # field metadata: changing this field does not change the run (see run_identity)
 
 def _default_subgroups():
     return [{'name': 'sex', 'column': 'sex'},
@@ -42,8 +39,8 @@ class DataConfig:
     test_fraction: float = 0.2
     split_seed: int = 0
     subgroups: list = field(default_factory=_default_subgroups)
-    cache_dir: str | None = None        # where decoded, preprocessed images are cached ($DPMED_CACHE_DIR, ~/.cache/dpmed)
-    cache: bool = True                  # manifest: decode once into a uint8 cache (False: decode on every build)
+    cache_dir: str | None = field(default=None, metadata=SAME_RUN)  # where decoded, preprocessed images are cached ($DPMED_CACHE_DIR, ~/.cache/dpmed)
+    cache: bool = field(default=True, metadata=SAME_RUN)  # manifest: decode once into a uint8 cache (False: decode on every build)
     stratify: bool = True               # manifest: stratify the patient-level split by the labels
     stratify_by: list = field(default_factory=list)  # manifest: further columns to stratify by, e.g. [sex]
     spatial_dims: int | None = None     # manifest: 2 or 3; None = from the first image
@@ -96,8 +93,8 @@ class TrainConfig:
     weight_decay: float = 0.0
     momentum: float = 0.9               # sgd only
     seed: int = 0
-    device: str = 'auto'
-    num_threads: int | None = None      # torch CPU threads; None = torch's default
+    device: str = field(default='auto', metadata=SAME_RUN)
+    num_threads: int | None = field(default=None, metadata=SAME_RUN)  # torch CPU threads; None = torch's default
     lr_schedule: str = 'constant'       # constant | cosine (per epoch, to 0 at the last epoch) | step
     lr_step_epochs: int = 10            # step schedule: multiply lr by lr_gamma every this many epochs
     lr_gamma: float = 0.1
@@ -118,7 +115,7 @@ class EvalConfig:
 @dataclass
 class ExperimentConfig:
     "The whole experiment; `name` is used for the run directory (None = the dataset's name)."
-    name: str | None = None
+    name: str | None = field(default=None, metadata=SAME_RUN)
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
@@ -131,7 +128,7 @@ class ExperimentConfig:
 def _dataset_default(what: str, key, fallback):
     "A default that the dataset registry (dpmed.datasets, imported on first use) decides; `fallback` when it cannot."
     try:
-        from dpmed.datasets import DATASETS, dataset_name
+        from dpmed.datasets import DATASETS, dataset_name   # deferred: the registry imports the data chapters
         if what == 'name': return dataset_name(key)
         return getattr(DATASETS[key], what) if key in DATASETS else fallback
     except (ImportError, DpmedError): return fallback
@@ -198,18 +195,24 @@ def _build(cls, d: dict, where: str):
 _SECTIONS = {'data': DataConfig, 'model': ModelConfig, 'privacy': PrivacyConfig, 'train': TrainConfig, 'eval': EvalConfig}
 
 # %% ../nbs/01_config.ipynb #b63ff7f3
-_CHOICES = {('model', 'name'): ('resnet9', 'resnet9_3d', 'monai_resnet18', 'monai_densenet121'),
-            ('train', 'lr_schedule'): ('constant', 'cosine', 'step'),
-            ('privacy', 'accountant'): ('prv', 'rdp', 'gdp'),
+# choices that belong to the config itself; models, accountants, gradient modes and datasets come from their registries
+_CHOICES = {('train', 'lr_schedule'): ('constant', 'cosine', 'step'),
             ('privacy', 'unit'): ('auto', 'patient', 'image'),
-            ('privacy', 'grad_sample_mode'): ('auto', 'hooks', 'functorch', 'ew', 'ghost', 'fast_ghost', 'fast_bk'),
             ('train', 'optimizer'): ('nadam', 'adam', 'sgd'),
             ('train', 'pos_weight'): ('val', 'train', 'none'),
             ('eval', 'bootstrap'): BOOTSTRAP_LEVELS}
 
+def _registered_choices() -> dict:
+    "The allowed values of the fields that name a registered model, accountant or gradient mode, from the registries."
+    from dpmed.models import MODELS                            # deferred: the registries' chapters import torch
+    from dpmed.accounting import ACCOUNTANTS                   # deferred: and Opacus; config stays light
+    from dpmed.dpsgd import GRAD_SAMPLE_MODES, FAST_MODES      # deferred
+    return {('model', 'name'): tuple(MODELS), ('privacy', 'accountant'): tuple(ACCOUNTANTS),
+            ('privacy', 'grad_sample_mode'): ('auto',) + tuple(GRAD_SAMPLE_MODES) + tuple(FAST_MODES)}
+
 def _check_dataset(d: DataConfig, model_dims: int, model_name: str):
     "data.dataset, data.labels and the model's 2D/3D fit against the dataset registry (dpmed.datasets)."
-    from dpmed.datasets import dataset_spec
+    from dpmed.datasets import dataset_spec   # deferred: the registry imports the data chapters (pandas, readers)
     spec = dataset_spec(d.dataset)                      # DpmedError listing the registered names
     if spec.all_labels and d.labels:
         missing = [l for l in d.labels if l not in spec.all_labels]
@@ -218,68 +221,79 @@ def _check_dataset(d: DataConfig, model_dims: int, model_name: str):
         raise DpmedError(f"model.name: {model_name!r} does not fit data.dataset {d.dataset!r} (2D vs 3D; "
                          f"{d.dataset} is {spec.spatial_dims}D, e.g. model.name: {spec.model})")
 
-def validate(cfg: ExperimentConfig) -> ExperimentConfig:
-    "Raise `DpmedError` naming the field for any invalid value; returns `cfg`."
-    def bad(path, msg): raise DpmedError(f"{path}: {msg}")
-    from dpmed.datasets import dataset_spec
-    dataset_spec(cfg.data.dataset)                       # first: the other checks read the dataset's defaults
-    for (sec, name), choices in _CHOICES.items():
-        v = getattr(getattr(cfg, sec), name)
-        if v not in choices: bad(f"{sec}.{name}", f"{v!r} is not one of {', '.join(choices)}")
-    d, p, t, e = cfg.data, cfg.privacy, cfg.train, cfg.eval
-    if d.dataset == 'manifest' and not d.manifest: bad('data.manifest', "is required when data.dataset is 'manifest'")
-    if d.image_size < 8: bad('data.image_size', f"must be >= 8, got {d.image_size}")
-    if d.n_patients < 10: bad('data.n_patients', f"must be >= 10, got {d.n_patients}")
+def _bad(path: str, msg: str): raise DpmedError(f"{path}: {msg}")
+
+_INTENSITY = ('auto', 'minmax', 'percentile', 'window', 'none')
+_AUGMENT = ('rotate', 'translate', 'scale', 'brightness', 'contrast', 'hflip')
+
+def _check_data(d: DataConfig):
+    "The data section's own values (the dataset-dependent ones are `_check_dataset`'s)."
+    if d.dataset == 'manifest' and not d.manifest: _bad('data.manifest', "is required when data.dataset is 'manifest'")
+    if d.image_size < 8: _bad('data.image_size', f"must be >= 8, got {d.image_size}")
+    if d.n_patients < 10: _bad('data.n_patients', f"must be >= 10, got {d.n_patients}")
     for k in ('val_fraction', 'test_fraction'):
-        if not 0 < getattr(d, k) < 1: bad(f'data.{k}', f"must be in (0, 1), got {getattr(d, k)}")
-    if d.val_fraction + d.test_fraction >= 1: bad('data.test_fraction', 'val_fraction + test_fraction must be < 1')
+        if not 0 < getattr(d, k) < 1: _bad(f'data.{k}', f"must be in (0, 1), got {getattr(d, k)}")
+    if d.val_fraction + d.test_fraction >= 1: _bad('data.test_fraction', 'val_fraction + test_fraction must be < 1')
     for i, s in enumerate(d.subgroups):
         if not isinstance(s, dict) or 'name' not in s or 'column' not in s:
-            bad(f'data.subgroups[{i}]', f"needs 'name' and 'column', got {s!r}")
-    _INTENSITY = ('auto', 'minmax', 'percentile', 'window', 'none')
-    _AUGMENT = ('rotate', 'translate', 'scale', 'brightness', 'contrast', 'hflip')
-    if d.spatial_dims not in (None, 2, 3): bad('data.spatial_dims', f"must be 2, 3 or null, got {d.spatial_dims}")
-    if d.channels not in (1, 3): bad('data.channels', f"must be 1 or 3, got {d.channels}")
-    if d.intensity not in _INTENSITY: bad('data.intensity', f"{d.intensity!r} is not one of {', '.join(_INTENSITY)}")
+            _bad(f'data.subgroups[{i}]', f"needs 'name' and 'column', got {s!r}")
+    if d.spatial_dims not in (None, 2, 3): _bad('data.spatial_dims', f"must be 2, 3 or null, got {d.spatial_dims}")
+    if d.channels not in (1, 3): _bad('data.channels', f"must be 1 or 3, got {d.channels}")
+    if d.intensity not in _INTENSITY: _bad('data.intensity', f"{d.intensity!r} is not one of {', '.join(_INTENSITY)}")
     if d.window is not None and (len(d.window) != 2 or not float(d.window[0]) < float(d.window[1])):
-        bad('data.window', f"expected [low, high] with low < high, got {d.window}")
-    if d.intensity == 'window' and d.window is None: bad('data.window', "is required when data.intensity is 'window'")
+        _bad('data.window', f"expected [low, high] with low < high, got {d.window}")
+    if d.intensity == 'window' and d.window is None: _bad('data.window', "is required when data.intensity is 'window'")
     if d.spacing is not None and (len(d.spacing) != 3 or any(float(v) <= 0 for v in d.spacing)):
-        bad('data.spacing', f"expected three positive voxel sizes in mm, got {d.spacing}")
+        _bad('data.spacing', f"expected three positive voxel sizes in mm, got {d.spacing}")
     if d.crop_size is not None and (len(d.crop_size) != 3 or any(int(v) < 1 for v in d.crop_size)):
-        bad('data.crop_size', f"expected three positive voxel counts, got {d.crop_size}")
-    unknown = sorted(set(d.augment) - set(_AUGMENT))
-    if unknown: bad('data.augment', f"unknown key(s) {', '.join(unknown)}; known: {', '.join(_AUGMENT)}")
-    for k, v in d.augment.items():
+        _bad('data.crop_size', f"expected three positive voxel counts, got {d.crop_size}")
+    _check_augment(d.augment)
+
+def _check_augment(augment: dict):
+    unknown = sorted(set(augment) - set(_AUGMENT))
+    if unknown: _bad('data.augment', f"unknown key(s) {', '.join(unknown)}; known: {', '.join(_AUGMENT)}")
+    for k, v in augment.items():
         if not isinstance(v, (int, float)) or isinstance(v, bool) or v < 0:
-            bad(f'data.augment.{k}', f"must be a number >= 0, got {v!r}")
-    if d.augment.get('hflip', 0) > 1: bad('data.augment.hflip', f"is a probability, got {d.augment['hflip']}")
-    if cfg.model.width <= 0: bad('model.width', f"must be > 0, got {cfg.model.width}")
-    if cfg.model.spatial_dims not in (None, 2, 3): bad('model.spatial_dims', f"must be 2, 3 or null, got {cfg.model.spatial_dims}")
-    if cfg.model.name == 'resnet9' and cfg.model.spatial_dims == 3 or cfg.model.name == 'resnet9_3d' and cfg.model.spatial_dims == 2:
-        bad('model.spatial_dims', f"{cfg.model.name!r} has fixed dimensions; use resnet9 (2D) or resnet9_3d (3D)")
-    _mdims = cfg.model.spatial_dims or (2 if cfg.model.name == 'resnet9' else 3)
-    _check_dataset(d, _mdims, cfg.model.name)
+            _bad(f'data.augment.{k}', f"must be a number >= 0, got {v!r}")
+    if augment.get('hflip', 0) > 1: _bad('data.augment.hflip', f"is a probability, got {augment['hflip']}")
+
+def _check_privacy(p: PrivacyConfig):
     if p.epsilon is not None and not math.isinf(p.epsilon) and p.epsilon <= 0:
-        bad('privacy.epsilon', f"must be > 0 (or inf for non-private), got {p.epsilon}")
-    if not 0 < p.delta < 1: bad('privacy.delta', f"must be in (0, 1), got {p.delta}")
-    if p.max_grad_norm <= 0: bad('privacy.max_grad_norm', f"must be > 0, got {p.max_grad_norm}")
+        _bad('privacy.epsilon', f"must be > 0 (or inf for non-private), got {p.epsilon}")
+    if not 0 < p.delta < 1: _bad('privacy.delta', f"must be in (0, 1), got {p.delta}")
+    if not 0 < p.max_grad_norm < math.inf: _bad('privacy.max_grad_norm', f"must be a finite number > 0, got {p.max_grad_norm}")
     if p.noise_multiplier is not None:
-        if p.noise_multiplier <= 0: bad('privacy.noise_multiplier', f"must be > 0, got {p.noise_multiplier}")
+        if not 0 < p.noise_multiplier < math.inf:
+            _bad('privacy.noise_multiplier', f"must be a finite number > 0, got {p.noise_multiplier}")
         if not math.isinf(p.epsilon):
-            bad('privacy.noise_multiplier', 'give either a target epsilon or a noise multiplier, not both '
-                '(set privacy.epsilon to inf when fixing the noise multiplier)')
-    if t.epochs < 1: bad('train.epochs', f"must be >= 1, got {t.epochs}")
-    if t.batch_size < 1: bad('train.batch_size', f"must be >= 1, got {t.batch_size}")
-    if t.physical_batch_size < 1: bad('train.physical_batch_size', f"must be >= 1, got {t.physical_batch_size}")
+            _bad('privacy.noise_multiplier', 'give either a target epsilon or a noise multiplier, not both '
+                 '(set privacy.epsilon to inf when fixing the noise multiplier)')
+
+def _check_train(t: TrainConfig):
+    for k in ('epochs', 'batch_size', 'physical_batch_size', 'lr_step_epochs'):
+        if getattr(t, k) < 1: _bad(f'train.{k}', f"must be >= 1, got {getattr(t, k)}")
     if t.batch_size % t.physical_batch_size:
-        bad('train.batch_size', f"logical batch {t.batch_size} is not a multiple of "
-            f"train.physical_batch_size {t.physical_batch_size}")
-    if t.lr <= 0: bad('train.lr', f"must be > 0, got {t.lr}")
-    if t.lr_step_epochs < 1: bad('train.lr_step_epochs', f"must be >= 1, got {t.lr_step_epochs}")
-    if not 0 < t.lr_gamma <= 1: bad('train.lr_gamma', f"must be in (0, 1], got {t.lr_gamma}")
-    if t.checkpoint_every < 0: bad('train.checkpoint_every', f"must be >= 0, got {t.checkpoint_every}")
-    if e.n_boot < 0: bad('eval.n_boot', f"must be >= 0, got {e.n_boot}")
+        _bad('train.batch_size', f"logical batch {t.batch_size} is not a multiple of "
+             f"train.physical_batch_size {t.physical_batch_size}")
+    if not 0 < t.lr < math.inf: _bad('train.lr', f"must be a finite number > 0, got {t.lr}")
+    if not 0 < t.lr_gamma <= 1: _bad('train.lr_gamma', f"must be in (0, 1], got {t.lr_gamma}")
+    if t.checkpoint_every < 0: _bad('train.checkpoint_every', f"must be >= 0, got {t.checkpoint_every}")
+
+def validate(cfg: ExperimentConfig) -> ExperimentConfig:
+    "Raise `DpmedError` naming the field for any invalid value; returns `cfg`."
+    from dpmed.datasets import dataset_spec   # deferred: the registry imports the data chapters (pandas, readers)
+    from dpmed.models import model_dims       # deferred: torch
+    dataset_spec(cfg.data.dataset)                       # first: the other checks read the dataset's defaults
+    for (sec, name), choices in {**_registered_choices(), **_CHOICES}.items():
+        v = getattr(getattr(cfg, sec), name)
+        if v not in choices: _bad(f"{sec}.{name}", f"{v!r} is not one of {', '.join(choices)}")
+    _check_data(cfg.data)
+    if cfg.model.width <= 0: _bad('model.width', f"must be > 0, got {cfg.model.width}")
+    if cfg.model.spatial_dims not in (None, 2, 3): _bad('model.spatial_dims', f"must be 2, 3 or null, got {cfg.model.spatial_dims}")
+    _check_dataset(cfg.data, model_dims(cfg.model), cfg.model.name)      # the model registry's dimensions
+    _check_privacy(cfg.privacy)
+    _check_train(cfg.train)
+    if cfg.eval.n_boot < 0: _bad('eval.n_boot', f"must be >= 0, got {cfg.eval.n_boot}")
     return cfg
 
 # %% ../nbs/01_config.ipynb #33d35ada
@@ -335,3 +349,28 @@ def config_to_dict(cfg: ExperimentConfig) -> dict:
 
 def config_to_yaml(cfg: ExperimentConfig) -> str:
     return yaml.safe_dump(config_to_dict(cfg), sort_keys=False)
+
+# %% ../nbs/01_config.ipynb #16bc7ad6
+PRETRAIN_PREFIX = 'pretrain:'          # model.pretrained: pretrain:NAME names a sweep's pretraining NAME
+
+def _pretrain_ref(value):
+    "A pretraining folder a sweep resolved (.../pretrain/NAME) back to `pretrain:NAME`, so that both compare alike."
+    if isinstance(value, str) and value and not value.startswith(PRETRAIN_PREFIX):
+        p = Path(value)
+        if p.parent.name == 'pretrain': return PRETRAIN_PREFIX + p.name
+    return value
+
+def _identity_dict(obj) -> dict:
+    return {f.name: _identity_dict(getattr(obj, f.name)) if is_dataclass(getattr(obj, f.name)) else getattr(obj, f.name)
+            for f in fields(obj) if f.metadata.get('identity', True)}
+
+def run_identity(cfg: ExperimentConfig) -> dict:
+    "The config as a plain dict of the fields that decide the results (fields marked `SAME_RUN` left out)."
+    d = _identity_dict(cfg)
+    d['model']['pretrained'] = _pretrain_ref(d['model'].get('pretrained'))
+    if d['privacy']['epsilon'] is None or math.isinf(d['privacy']['epsilon']): d['privacy']['epsilon'] = 'inf'
+    return d
+
+def identity_key(cfg: ExperimentConfig) -> str:
+    "A short fingerprint of `run_identity`: equal keys, same run."
+    return hashlib.sha1(json.dumps(run_identity(cfg), sort_keys=True, default=str).encode()).hexdigest()[:12]

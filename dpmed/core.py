@@ -10,11 +10,18 @@ from pathlib import Path
 import numpy as np
 
 # %% auto #0
-__all__ = ['DpmedError', 'seed_everything', 'resolve_device', 'atomic_write_text', 'write_json', 'read_json', 'atomic_dir']
+__all__ = ['PAPER_CXR_LABELS', 'PAPER_AGE_BINS', 'DpmedError', 'seed_everything', 'resolve_device', 'atomic_write_text',
+           'write_json', 'read_json', 'atomic_dir']
 
 # %% ../nbs/00_core.ipynb #b432d2b7
 class DpmedError(ValueError):
     "A problem with the user's input (config, data, run directory); the message names where it is."
+
+# %% ../nbs/00_core.ipynb #562f5293
+PAPER_CXR_LABELS = ['cardiomegaly', 'congestion', 'pleural_effusion_right', 'pleural_effusion_left',
+                    'pneumonic_infiltrates_right', 'pneumonic_infiltrates_left',
+                    'atelectasis_right', 'atelectasis_left']
+PAPER_AGE_BINS = [0, 30, 60, 70, 80, 100]
 
 # %% ../nbs/00_core.ipynb #b37efd37
 def seed_everything(seed: int) -> None:

@@ -18,22 +18,26 @@ import yaml
 from .core import DpmedError, write_json, read_json
 from .imageset import (ImageSet, SPLITS, patient_split, check_no_leakage, assign_subgroups, empty_subgroups,
                             usable_subgroups)
+from .config import _merge, config_from_dict, load_config, parse_overrides
 
 # %% auto #0
-__all__ = ['SEX_CODES', 'SPLIT_ALIASES', 'RESERVED', 'NPZ_REF', 'PNG_MAGIC', 'PNG_END', 'PIL_SUFFIXES', 'DICOM_SUFFIXES',
-           'NIFTI_SUFFIXES', 'CACHE_VERSION', 'DataWarning', 'read_manifest', 'show', 'parse_ref', 'npz_shapes',
-           'header_problem', 'check_manifest', 'resolve_splits', 'ImageReader', 'read_image', 'Preprocess',
-           'scale_intensity', 'as_2d', 'as_3d', 'infer_spatial_dims', 'preprocess_2d', 'preprocess_3d', 'preprocess',
-           'default_cache_dir', 'cache_key', 'decode_all', 'cached_images', 'dataset_config_for', 'manifest_name',
-           'manifest_labels', 'prepare_manifest', 'load_manifest', 'imageset_from_table', 'imageset_from_config',
-           'Augment2d', 'make_augment', 'summary_table', 'summary_figure', 'label_class_problems', 'validate_manifest']
+__all__ = ['DataWarning', 'read_manifest', 'parse_ref', 'header_problem', 'check_manifest', 'resolve_splits', 'ImageReader',
+           'read_image', 'Preprocess', 'scale_intensity', 'infer_spatial_dims', 'preprocess_2d', 'preprocess_3d',
+           'preprocess', 'cached_images', 'dataset_config_for', 'manifest_name', 'manifest_labels', 'prepare_manifest',
+           'load_manifest', 'imageset_from_table', 'imageset_from_config', 'Augment2d', 'make_augment', 'summary_table',
+           'summary_figure', 'label_class_problems', 'validate_manifest']
 
 # %% ../nbs/04_data.ipynb #18832417
 SEX_CODES = {'f': 'F', 'female': 'F', 'm': 'M', 'male': 'M'}
+
+def normalize_sex(v) -> str | None:
+    "F or M (from f, female, m, male in any case), the export's own code upper-cased (e.g. O, U), None when blank."
+    return None if pd.isna(v) or not str(v).strip() else SEX_CODES.get(str(v).strip().lower(), str(v).strip().upper())
 SPLIT_ALIASES = {'train': 'train', 'training': 'train', 'val': 'val', 'valid': 'val', 'validation': 'val',
                  'validate': 'val', 'test': 'test'}
 RESERVED = ('id', 'path', 'patient_id', 'split', 'age', 'sex')
 
+# %% ../nbs/04_data.ipynb #3c6b926b
 class DataWarning(UserWarning):
     "A problem in the data that does not stop a build (e.g. a subgroup with no test members)."
 
@@ -54,6 +58,7 @@ def read_manifest(path) -> pd.DataFrame:
     if len(df) == 0: raise DpmedError(f"{path}: the manifest has no rows")
     return df
 
+# %% ../nbs/04_data.ipynb #36cbdc7f
 def show(v) -> str:
     "repr of a cell value, NumPy scalars shown as plain Python values."
     return repr(v.item() if isinstance(v, np.generic) else v)
@@ -66,6 +71,7 @@ def _at(source, df, i, field) -> str:
 # %% ../nbs/04_data.ipynb #a9696042
 NPZ_REF = re.compile(r'^(?P<file>.+\.npz):(?P<key>[^:/\\]+):(?P<index>-?\d+)$', re.IGNORECASE)
 
+# %% ../nbs/04_data.ipynb #7f82c5b0
 def parse_ref(ref: str, root=None) -> tuple:
     "`path` entry -> (absolute file Path, npz key or None, index or None)."
     ref = str(ref).strip()
@@ -75,6 +81,7 @@ def parse_ref(ref: str, root=None) -> tuple:
     if not p.is_absolute() and root is not None: p = Path(root) / p
     return p.absolute(), key, index
 
+# %% ../nbs/04_data.ipynb #f989e4b3
 def npz_shapes(file) -> dict:
     "Array shapes of an `.npz` by key, read from the headers inside the zip (no array is loaded)."
     out = {}
@@ -92,6 +99,7 @@ _MAGIC = {'.png': (PNG_MAGIC,), '.jpg': (b'\xff\xd8\xff',), '.jpeg': (b'\xff\xd8
           '.tif': (b'II*\x00', b'MM\x00*'), '.tiff': (b'II*\x00', b'MM\x00*'), '.bmp': (b'BM',),
           '.gz': (b'\x1f\x8b',), '.npy': (b'\x93NUMPY',)}
 
+# %% ../nbs/04_data.ipynb #24669632
 def header_problem(p: Path) -> str | None:
     """Why the file `p` cannot be the image its suffix says (None: looks fine), from its first and last bytes:
     the magic number of PNG, JPEG, TIFF, BMP, gzip (.nii.gz), NumPy, the NIfTI header size, and a PNG's end chunk."""
@@ -134,10 +142,7 @@ def _check_files(df, root, source):
             raise DpmedError(f"{_at(source, df, i, 'path')}: index {index} out of range for {p.name}:{key} "
                              f"with {n} items")
 
-def check_manifest(df: pd.DataFrame, labels: list, source: str = 'manifest', root=None,
-                   check_files: bool = True) -> pd.DataFrame:
-    "Validate and normalise a manifest table; raises `DpmedError` naming file, row and field."
-    df = df.copy().reset_index(drop=True)
+def _check_columns(df: pd.DataFrame, labels: list, source: str):
     missing = [c for c in ('path', 'patient_id') if c not in df]
     if missing: raise DpmedError(f"{source}: missing required column(s) {', '.join(missing)}; "
                                  f"columns are {', '.join(map(str, df.columns))}")
@@ -147,11 +152,16 @@ def check_manifest(df: pd.DataFrame, labels: list, source: str = 'manifest', roo
     absent = [l for l in labels if l not in df]
     if absent: raise DpmedError(f"{source}: label column(s) {', '.join(map(repr, absent))} not in the manifest; "
                                 f"columns are {', '.join(map(str, df.columns))}")
-    for i, v in enumerate(df['path']):
-        if pd.isna(v) or not str(v).strip(): raise DpmedError(f"{_at(source, df, i, 'path')}: empty")
+
+def _check_nonempty(df: pd.DataFrame, col: str, source: str):
+    for i, v in enumerate(df[col]):
+        if pd.isna(v) or not str(v).strip(): raise DpmedError(f"{_at(source, df, i, col)}: empty")
+
+def _check_ids(df: pd.DataFrame, source: str):
+    "path, id (default: the path) and patient_id present in every row; ids unique."
+    _check_nonempty(df, 'path', source)
     if 'id' not in df: df['id'] = df['path'].astype(str)
-    for i, v in enumerate(df['id']):
-        if pd.isna(v) or not str(v).strip(): raise DpmedError(f"{_at(source, df, i, 'id')}: empty")
+    _check_nonempty(df, 'id', source)
     df['id'] = df['id'].astype(str)
     dup = df['id'].duplicated(keep=False).to_numpy()
     if dup.any():
@@ -159,9 +169,11 @@ def check_manifest(df: pd.DataFrame, labels: list, source: str = 'manifest', roo
         rows = [int(r) + 1 for r in np.flatnonzero(df['id'].to_numpy() == first)]
         raise DpmedError(f"{source}, field 'id': duplicate id {first!r} in rows {rows}; "
                          f"{int(df['id'][dup].nunique())} id(s) occur more than once")
-    for i, v in enumerate(df['patient_id']):
-        if pd.isna(v) or not str(v).strip(): raise DpmedError(f"{_at(source, df, i, 'patient_id')}: empty")
+    _check_nonempty(df, 'patient_id', source)
     df['patient_id'] = df['patient_id'].astype(str)
+
+def _check_demographics(df: pd.DataFrame, source: str):
+    "age: years in [0, 150]; sex: F, M or the export's own code, normalised."
     if 'age' in df:
         age = pd.to_numeric(df['age'], errors='coerce').to_numpy(float)
         bad = np.flatnonzero(np.isnan(age) | (age < 0) | (age > 150))
@@ -172,14 +184,14 @@ def check_manifest(df: pd.DataFrame, labels: list, source: str = 'manifest', roo
                              f"ages are years >= 0")
         df['age'] = age
     if 'sex' in df:
-        norm = [None if pd.isna(v) or not str(v).strip() else SEX_CODES.get(str(v).strip().lower(), str(v).strip().upper())
-                for v in df['sex']]
+        norm = [normalize_sex(v) for v in df['sex']]
         bad = [i for i, v in enumerate(norm) if v is None]
         if bad:
-            i = bad[0]
-            raise DpmedError(f"{_at(source, df, i, 'sex')}: missing sex ({len(bad)} row(s)); give F, M (also female, "
+            raise DpmedError(f"{_at(source, df, bad[0], 'sex')}: missing sex ({len(bad)} row(s)); give F, M (also female, "
                              f"male; any case) or the export's own code for other or unknown (e.g. O, U)")
         df['sex'] = norm
+
+def _check_labels(df: pd.DataFrame, labels: list, source: str):
     for l in labels:
         v = pd.to_numeric(df[l], errors='coerce')
         bad = np.flatnonzero(~v.isin([0, 1]).to_numpy())
@@ -189,26 +201,38 @@ def check_manifest(df: pd.DataFrame, labels: list, source: str = 'manifest', roo
                              f"({len(bad)} bad row(s)); missing or uncertain labels must be resolved by the "
                              f"adapter's policy")
         df[l] = v.astype(np.int8)
-    if 'split' in df:
-        out = []
-        for i, v in enumerate(df['split']):
-            if pd.isna(v) or not str(v).strip(): out.append(None); continue
-            s = SPLIT_ALIASES.get(str(v).strip().lower())
-            if s is None: raise DpmedError(f"{_at(source, df, i, 'split')}: unknown split {show(v)}; accepted: "
-                                           f"train, val, test (also valid, validation), or blank to assign")
-            out.append(s)
-        df['split'] = pd.Series(out, dtype=object)
-        given = df[df['split'].notna()]
-        if len(given):
-            n = given.groupby('patient_id')['split'].nunique()
-            if (n > 1).any():
-                pid = n.index[np.flatnonzero(n.to_numpy() > 1)[0]]
-                rows = [int(r) + 1 for r in np.flatnonzero((df['patient_id'] == pid).to_numpy())][:6]
-                raise DpmedError(f"{source}, field 'split': patient_id {pid!r} is in splits "
-                                 f"{sorted(given.loc[given.patient_id == pid, 'split'].unique())} (rows {rows}); "
-                                 f"{int((n > 1).sum())} patient(s) span several splits of the given split column")
-    else:
-        df['split'] = pd.Series([None] * len(df), dtype=object)
+
+def _check_split_column(df: pd.DataFrame, source: str):
+    "A given split column: train, val or test (or blank, to assign); no patient in two given splits."
+    if 'split' not in df:
+        df['split'] = pd.Series([None] * len(df), dtype=object); return
+    out = []
+    for i, v in enumerate(df['split']):
+        if pd.isna(v) or not str(v).strip(): out.append(None); continue
+        s = SPLIT_ALIASES.get(str(v).strip().lower())
+        if s is None: raise DpmedError(f"{_at(source, df, i, 'split')}: unknown split {show(v)}; accepted: "
+                                       f"train, val, test (also valid, validation), or blank to assign")
+        out.append(s)
+    df['split'] = pd.Series(out, dtype=object)
+    given = df[df['split'].notna()]
+    if not len(given): return
+    n = given.groupby('patient_id')['split'].nunique()
+    if (n > 1).any():
+        pid = n.index[np.flatnonzero(n.to_numpy() > 1)[0]]
+        rows = [int(r) + 1 for r in np.flatnonzero((df['patient_id'] == pid).to_numpy())][:6]
+        raise DpmedError(f"{source}, field 'split': patient_id {pid!r} is in splits "
+                         f"{sorted(given.loc[given.patient_id == pid, 'split'].unique())} (rows {rows}); "
+                         f"{int((n > 1).sum())} patient(s) span several splits of the given split column")
+
+def check_manifest(df: pd.DataFrame, labels: list, source: str = 'manifest', root=None,
+                   check_files: bool = True) -> pd.DataFrame:
+    "Validate and normalise a manifest table; raises `DpmedError` naming file, row and field."
+    df = df.copy().reset_index(drop=True)
+    _check_columns(df, labels, source)
+    _check_ids(df, source)
+    _check_demographics(df, source)
+    _check_labels(df, labels, source)
+    _check_split_column(df, source)
     _check_duplicate_paths(df, root, source)
     if check_files: _check_files(df, root, source)
     return df
@@ -256,6 +280,7 @@ PIL_SUFFIXES = ('.png', '.jpg', '.jpeg', '.tif', '.tiff', '.bmp')
 DICOM_SUFFIXES = ('.dcm', '.dicom')
 NIFTI_SUFFIXES = ('.nii', '.nii.gz')
 
+# %% ../nbs/04_data.ipynb #cb646dd2
 def _read_pil(p):
     from PIL import Image
     with Image.open(p) as im:
@@ -319,6 +344,7 @@ def read_image(ref, root=None) -> np.ndarray:
 # %% ../nbs/04_data.ipynb #56ec456d
 CACHE_VERSION = 1
 
+# %% ../nbs/04_data.ipynb #4191a142
 @dataclass
 class Preprocess:
     "Everything that decides the cached pixels (the cache key includes all of it)."
@@ -357,6 +383,7 @@ def scale_intensity(a: np.ndarray, mode: str = 'auto', window=None) -> np.ndarra
     if hi <= lo: return np.zeros_like(x)
     return np.clip((x - lo) / (hi - lo), 0, 1)
 
+# %% ../nbs/04_data.ipynb #0ca0adbb
 def _to_gray_or_rgb(a: np.ndarray, channels: int) -> np.ndarray:
     "(H, W) or (H, W, C) -> (channels, H, W), same dtype where possible."
     if a.ndim == 2: a = a[None]
@@ -394,6 +421,7 @@ def _dims_of_shape(shape) -> int:
     raise DpmedError(f"cannot tell whether an array of shape {shape} is a 2D image or a 3D volume; "
                      f"set data.spatial_dims")
 
+# %% ../nbs/04_data.ipynb #39d5b7f5
 def infer_spatial_dims(ref, root=None) -> int:
     "2 or 3 for a `path` entry, from its format and header (no pixel data decoded where avoidable)."
     p, key, index = parse_ref(ref, root)
@@ -519,6 +547,7 @@ def decode_all(refs: list, p: Preprocess, root=None, source: str = 'manifest', o
                 if progress and (k + 1) % 5000 == 0: progress(f"dpmed: decoded {k + 1}/{n}")
     return out
 
+# %% ../nbs/04_data.ipynb #9ad1c057
 def cached_images(refs: list, p: Preprocess, root=None, cache_dir=None, source: str = 'manifest',
                   log=None) -> np.memmap:
     "The preprocessed images of `refs` as a read-only uint8 memmap, built on first use (see above)."
@@ -773,7 +802,6 @@ def validate_manifest(data_cfg, check_files: bool = True, decode: bool = False) 
 
 # %% ../nbs/04_data.ipynb #5359fc6a
 def _data_config(args):
-    from dpmed.config import load_config, config_from_dict, parse_overrides, _merge
     base = {}
     if args.config:
         cfg = load_config(args.config)

@@ -13,15 +13,15 @@ import pandas as pd
 
 import dpmed
 from .core import DpmedError
-from .config import PAPER_CXR_LABELS
+from .core import PAPER_CXR_LABELS
 from .imageset import ImageSet, assign_subgroups, usable_subgroups
 from .data import DataWarning, prepare_manifest, imageset_from_table, imageset_from_config, manifest_name
 from .adapters import NIH_LABELS, snake, nih_table, medmnist_table
 from .phantom import CT_LABELS, make_phantom_cxr, make_phantom_ct
 
 # %% auto #0
-__all__ = ['DATASETS', 'NIH1000_LABELS', 'NIH1000_COLUMNS', 'DatasetSpec', 'register_dataset', 'dataset_spec', 'dataset_name',
-           'data_dir', 'embedded_file', 'load_dataset']
+__all__ = ['DATASETS', 'NIH1000_LABELS', 'DatasetSpec', 'register_dataset', 'dataset_spec', 'dataset_name', 'data_dir',
+           'embedded_file', 'load_dataset']
 
 # %% ../nbs/04b_datasets.ipynb #a1b2c3d4
 @dataclass
@@ -81,9 +81,12 @@ def embedded_file(*parts) -> Path:
 # %% ../nbs/04b_datasets.ipynb #a1b2c3d8
 NIH1000_LABELS = ['cardiomegaly', 'edema', 'effusion', 'infiltration', 'consolidation', 'atelectasis',
                   'pneumothorax', 'nodule']
+
+# %% ../nbs/04b_datasets.ipynb #f33a5ceb
 NIH1000_COLUMNS = {'filename': 'Image Index', 'finding_labels': 'Finding Labels', 'patient_id': 'Patient ID',
                    'age': 'Patient Age', 'sex': 'Patient Gender', 'view': 'View Position', 'follow_up': 'Follow-up #'}
 
+# %% ../nbs/04b_datasets.ipynb #a3653b78
 @register_dataset('phantom_cxr', spatial_dims=2, labels=PAPER_CXR_LABELS, columns=('sex', 'age'))
 def _phantom_cxr(d, labels):
     "Synthetic chest radiographs, the paper's 8 labels (generated)."

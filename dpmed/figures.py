@@ -4,7 +4,7 @@
 
 # %% ../nbs/12_figures.ipynb #ca3c8655
 from __future__ import annotations
-import math, os, re, sys, warnings
+import json, math, os, re, sys, warnings
 from pathlib import Path
 
 import matplotlib
@@ -13,15 +13,21 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 
-from .core import DpmedError, atomic_write_text, read_json
+from .core import DpmedError, atomic_write_text
+from .fairness import dp_drop_correlations, fairness_report, pearson, run_subgroups
+from .metrics import load_predictions
+from .runs import RunDir
+from .data import load_manifest, summary_table as split_counts_table
+from .train import load_imageset
+from .imageset import usable_subgroups
+from .audit import example_losses, load_run_model, roc_points
+from .config import config_to_dict
+from .study import zero_shot
 
 # %% auto #0
-__all__ = ['DATASET_TITLES', 'NONPRIVATE', 'PRETRAINED_SEP', 'REQUIRED', 'SPD_SHOWN', 'set_style', 'save', 'eps_label',
-           'eps_colors', 'dataset_title', 'slug', 'by_arm', 'datasets', 'load_results', 'by_epsilon',
-           'plot_auroc_vs_epsilon', 'label_names', 'plot_auroc_per_label', 'subgroup_tables', 'spd_correlations',
-           'plot_subgroup_auroc', 'plot_spd_vs_epsilon', 'plot_dp_drop', 'plot_roc_curves', 'dataset_meta',
-           'plot_data_distributions', 'mia_table', 'mia_roc', 'plot_mia_roc', 'summary_table', 'gap_table',
-           'fairness_summary', 'headline', 'zero_shot_results', 'study_figures']
+__all__ = ['by_arm', 'load_results', 'plot_auroc_vs_epsilon', 'plot_auroc_per_label', 'subgroup_tables', 'spd_correlations',
+           'plot_subgroup_auroc', 'plot_spd_vs_epsilon', 'plot_dp_drop', 'plot_roc_curves', 'plot_data_distributions',
+           'mia_table', 'plot_mia_roc', 'summary_table', 'gap_table', 'fairness_summary', 'headline', 'study_figures']
 
 # %% ../nbs/12_figures.ipynb #0bd3e305
 DATASET_TITLES = {'phantom_cxr': 'Chest radiographs (phantom, 8 labels)', 'phantom_ct': 'Abdominal CT (phantom, 3D)',
@@ -64,11 +70,13 @@ def slug(ds: str) -> str:
     "A dataset or arm name as a file-name part."
     return re.sub(r'[^A-Za-z0-9_.-]+', '_', str(ds).replace(PRETRAINED_SEP, '_pretrained_')).strip('_')
 
+# %% ../nbs/12_figures.ipynb #e670ebe8
 def by_arm(results: pd.DataFrame) -> pd.DataFrame:
     "The table with every pretrained arm as its own `dataset` (for figures that show one arm per panel)."
     pre = results['pretrained'] if 'pretrained' in results else pd.Series('', index=results.index)
     return results.assign(dataset=[d if not p else f"{d}{PRETRAINED_SEP}{p}" for d, p in zip(results.dataset, pre)])
 
+# %% ../nbs/12_figures.ipynb #2225d24e
 def datasets(results: pd.DataFrame) -> list:
     "Datasets in a stable order (the phantoms first, each dataset's pretrained arms after it)."
     order = list(DATASET_TITLES)
@@ -80,6 +88,7 @@ def datasets(results: pd.DataFrame) -> list:
 REQUIRED = ('run', 'dataset', 'private', 'target_epsilon', 'epsilon', 'seed', 'auroc_mean', 'auroc_mean_ci_low',
             'auroc_mean_ci_high', 'run_dir')
 
+# %% ../nbs/12_figures.ipynb #326dd266
 def load_results(results_dir) -> pd.DataFrame:
     "results.csv of a sweep folder, checked, with `path` (absolute run directory) and numeric epsilons."
     p = Path(results_dir)
@@ -101,6 +110,7 @@ def load_results(results_dir) -> pd.DataFrame:
     if gone: raise DpmedError(f"{f}: run director{'y' if len(gone) == 1 else 'ies'} not found: {', '.join(gone[:3])}")
     return df
 
+# %% ../nbs/12_figures.ipynb #0085b55c
 def by_epsilon(d: pd.DataFrame, col: str) -> pd.DataFrame:
     "Seed-averaged `col` and its CI columns per target epsilon (with the spent epsilon and the seed count)."
     agg = {'value': (col, 'mean'), 'sd': (col, 'std'), 'n': (col, 'count'), 'spent': ('epsilon', 'mean')}
@@ -163,11 +173,13 @@ def plot_auroc_vs_epsilon(results: pd.DataFrame, zero_shot: pd.DataFrame | None 
     fig.tight_layout()
     return fig
 
+# %% ../nbs/12_figures.ipynb #bfc586a9
 def label_names(results: pd.DataFrame, dataset: str) -> list:
     d = results[results.dataset == dataset]
     return [c[6:] for c in d.columns if c.startswith('auroc_') and not c.endswith(('_ci_low', '_ci_high'))
             and c != 'auroc_mean' and d[c].notna().any()]
 
+# %% ../nbs/12_figures.ipynb #a3e2c0b6
 def plot_auroc_per_label(results: pd.DataFrame, dataset: str):
     "AUROC vs epsilon for every label of `dataset`, one panel each."
     set_style()
@@ -188,10 +200,10 @@ def plot_auroc_per_label(results: pd.DataFrame, dataset: str):
 # %% ../nbs/12_figures.ipynb #4f1b463c
 SPD_SHOWN = ('auroc', 'sensitivity', 'specificity')    # the paper's SPD of these (sensitivity/specificity at the validation threshold)
 
+# %% ../nbs/12_figures.ipynb #a0781aae
 def subgroup_tables(results: pd.DataFrame, n_boot: int = 500, seed: int = 0, progress: bool = False) -> tuple:
     """(subgroup AUROC table, SPD table): one row per run x attribute x group, label mean, with 95% CIs. The SPD table
     has the paper's SPD of AUROC (`spd`, `spd_lo`, `spd_hi`) and of sensitivity and specificity (`spd_sensitivity`...)."""
-    from dpmed.fairness import run_subgroups, fairness_report
     subs, spds = [], []
     keep = ['run', 'dataset', 'seed', 'private', 'target_epsilon', 'epsilon']
     for k, (_, r) in enumerate(results.iterrows()):
@@ -219,7 +231,6 @@ def subgroup_tables(results: pd.DataFrame, n_boot: int = 500, seed: int = 0, pro
 
 def spd_correlations(spd: pd.DataFrame) -> pd.DataFrame:
     "Pearson's r of epsilon spent vs SPD over the private runs, per dataset, attribute and group."
-    from dpmed.fairness import pearson
     rows = []
     for (d, a, g), x in spd[spd.private].groupby(['dataset', 'attribute', 'group'], sort=False):
         rows.append({'dataset': d, 'attribute': a, 'group': g, **pearson(x.epsilon.to_numpy(float), x.spd.to_numpy(float))})
@@ -322,7 +333,6 @@ def plot_dp_drop(points: pd.DataFrame, corr: pd.DataFrame):
 def plot_roc_curves(results: pd.DataFrame, dataset: str, seed=None):
     "ROC curve per label of one seed's runs (the smallest seed by default), one curve per epsilon."
     from sklearn.metrics import roc_curve
-    from dpmed.metrics import load_predictions
     set_style()
     d = results[results.dataset == dataset]
     seed = d.seed.min() if seed is None else seed
@@ -348,25 +358,22 @@ def plot_roc_curves(results: pd.DataFrame, dataset: str, seed=None):
     fig.tight_layout()
     return fig
 
+# %% ../nbs/12_figures.ipynb #eae62dda
 def dataset_meta(run_dir) -> tuple:
     "(metadata of every image with its split and subgroup columns, label names, subgroup specs) of a run's data."
-    from dpmed.sweep import run_config
-    cfg = run_config(run_dir)
+    cfg = RunDir(run_dir).config()
     if cfg.data.dataset == 'manifest':
-        from dpmed.data import load_manifest
         meta, labels = load_manifest(cfg.data, check_files=False)
     else:
-        from dpmed.train import load_imageset
         s = load_imageset(cfg); meta, labels = s.meta, list(s.label_names)
         meta = meta.copy(); meta[labels] = s.labels.astype(int)
-    from dpmed.imageset import usable_subgroups
     return meta, labels, usable_subgroups(cfg.data.subgroups, meta.columns)[0]    # those the data has columns for
 
+# %% ../nbs/12_figures.ipynb #8a604f68
 def plot_data_distributions(meta: pd.DataFrame, labels: list, subgroups: list, title: str = ''):
     "Age by split and by sex; label prevalence by split and by each subgroup (counts from `dpmed.data.summary_table`)."
-    from dpmed.data import summary_table
     set_style()
-    tab = summary_table(meta, labels, subgroups)
+    tab = split_counts_table(meta, labels, subgroups)
     specs = [None] + list(subgroups)
     fig, axes = plt.subplots(2, max(2, len(specs)), figsize=(4.6 * max(2, len(specs)), 7.2), squeeze=False)
     ax = axes[0, 0]
@@ -407,27 +414,24 @@ def mia_table(results: pd.DataFrame) -> pd.DataFrame:
     "Runs with an audit.json: membership-inference AUC (CI) and advantage, with the run's epsilon."
     rows = []
     for _, r in results.iterrows():
-        f = Path(r.path) / 'audit.json'
-        if not f.exists(): continue
-        m = read_json(f).get('membership_inference') or {}
+        rd = RunDir(r.path)
+        if not rd.audit_file.exists(): continue
+        m = rd.audit().get('membership_inference') or {}
         ci = m.get('auc_ci') or [math.nan, math.nan]
         rows.append({'run': r.run, 'dataset': r.dataset, 'seed': r.seed, 'target_epsilon': r.target_epsilon,
                      'epsilon': r.epsilon, 'mia_auc': m.get('auc'), 'mia_auc_lo': ci[0], 'mia_auc_hi': ci[1],
                      'mia_advantage': m.get('advantage'), 'path': r.path})
     return pd.DataFrame(rows)
 
+# %% ../nbs/12_figures.ipynb #7c900615
 def mia_roc(run_dir, cache: dict | None = None) -> tuple:
     """(fpr, tpr) of a run's membership-inference attack: from audit.json when it holds the curve, else recomputed
     with the audit chapter's functions (`cache` keeps rebuilt datasets between runs of one dataset)."""
-    rep = read_json(Path(run_dir) / 'audit.json'); m = rep.get('membership_inference') or {}
+    rd = RunDir(run_dir)
+    rep = rd.audit(); m = rep.get('membership_inference') or {}
     roc = m.get('roc')
     if roc and 'fpr' in roc: return np.asarray(roc['fpr'], float), np.asarray(roc['tpr'], float)
-    import json
-    from dpmed.audit import example_losses, load_run_model, roc_points
-    from dpmed.config import config_to_dict
-    from dpmed.rundir import load_run
-    from dpmed.train import load_imageset
-    cfg = load_run(run_dir)['config']
+    cfg = rd.config()
     key = json.dumps(config_to_dict(cfg)['data'], sort_keys=True, default=str)
     cache = {} if cache is None else cache
     if key not in cache: cache[key] = load_imageset(cfg)
@@ -437,6 +441,7 @@ def mia_roc(run_dir, cache: dict | None = None) -> tuple:
         data.subset(np.flatnonzero(data.meta['split'].isin(['val', 'test']).to_numpy()))
     return roc_points(-example_losses(model, data.split('train')), -example_losses(model, out))
 
+# %% ../nbs/12_figures.ipynb #ac2790f4
 def plot_mia_roc(mia: pd.DataFrame):
     "Membership-inference ROC (loss attack) per epsilon and dataset, seed-averaged AUC in the legend."
     set_style()
@@ -543,18 +548,18 @@ def headline(gaps: pd.DataFrame) -> str:
         lines.append(f"- **{dataset_title(d)}** ({n} seed{'s' if n > 1 else ''}): " + '; '.join(parts) + '.')
     return '\n'.join(lines) + '\n'
 
+# %% ../nbs/12_figures.ipynb #4f34efc8
 def zero_shot_results(res: pd.DataFrame, note) -> pd.DataFrame:
     "The pretrained models' AUROC on each fine-tuning dataset's test set before fine-tuning (`dpmed.study.zero_shot`)."
-    from dpmed.study import zero_shot
     if not (res.pretrained != '').any(): return pd.DataFrame()
     try: zs = zero_shot(res)
     except Exception as e: note(f"zero-shot rows skipped: {str(e).splitlines()[0][:200]}"); return pd.DataFrame()
     for n in zs.attrs.get('notes', []): note(n)
     return zs
 
+# %% ../nbs/12_figures.ipynb #e2514a96
 def study_figures(results_dir, out_dir=None, n_boot: int = 500, progress: bool = False) -> dict:
     "Draw every figure the sweep folder supports into `out_dir` (default RESULTS_DIR/figures); {name: [png, svg]}."
-    from dpmed.fairness import dp_drop_correlations
     res = load_results(results_dir)
     arms = by_arm(res)                                 # per-arm figures: a pretrained arm is a dataset of its own
     out = Path(out_dir) if out_dir is not None else Path(results_dir) / 'figures'

@@ -13,15 +13,15 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from .core import DpmedError, atomic_write_text, write_json, read_json
+from .core import DpmedError, atomic_write_text, write_json, read_json, atomic_dir
 from .config import BOOTSTRAP_LEVELS
+from .runs import RunDir
 
 # %% auto #0
-__all__ = ['THRESHOLD_METRICS', 'METRICS', 'auroc', 'bootstrap_indices', 'counts_from_indices', 'bootstrap_level',
-           'bootstrap_counts', 'auroc_from_counts', 'percentile_ci', 'bootstrap_pvalue', 'holm', 'auroc_summary',
-           'metrics_from_confusion', 'threshold_metrics', 'parse_threshold_policy', 'choose_thresholds',
-           'SubgroupBootstrap', 'subgroup_bootstrap', 'compare', 'RunPredictions', 'load_predictions', 'run_thresholds',
-           'run_bootstrap', 'evaluate_run', 'synthetic_run']
+__all__ = ['THRESHOLD_METRICS', 'METRICS', 'auroc', 'bootstrap_level', 'bootstrap_counts', 'auroc_from_counts', 'percentile_ci',
+           'bootstrap_pvalue', 'holm', 'auroc_summary', 'threshold_metrics', 'parse_threshold_policy',
+           'choose_thresholds', 'SubgroupBootstrap', 'subgroup_bootstrap', 'compare', 'RunPredictions',
+           'load_predictions', 'run_thresholds', 'run_bootstrap', 'evaluate_run']
 
 # %% ../nbs/07_metrics.ipynb #57f1f7ac
 def _as_2d(y_true, y_score, *, where: str = 'auroc'):
@@ -84,6 +84,7 @@ def counts_from_indices(idx, n: int) -> np.ndarray:
     idx = np.asarray(idx)
     return _count_rows(idx, n, idx.shape[0])
 
+# %% ../nbs/07_metrics.ipynb #3380c2c6
 def bootstrap_level(patient_ids=None, level: str = 'auto') -> tuple:
     """(cluster ids to resample or None, 'patient' | 'image'): 'auto' resamples patients whenever patient ids are
     known, 'image' forces images, 'patient' requires ids. Every bootstrap of a run's test set goes through here."""
@@ -222,6 +223,7 @@ def auroc_summary(y_true, y_score, label_names: Sequence[str], n_boot: int = 100
 # %% ../nbs/07_metrics.ipynb #9de60e92
 THRESHOLD_METRICS = ('accuracy', 'sensitivity', 'specificity', 'precision', 'f1', 'ppr', 'fnr', 'prevalence')
 
+# %% ../nbs/07_metrics.ipynb #a1b8e4b3
 def metrics_from_confusion(tp, fp, n_pos, n_neg) -> dict:
     "Every threshold metric from confusion counts (arrays broadcast); NaN where a denominator is zero."
     tp, fp, P, N = (np.asarray(v, float) for v in (tp, fp, n_pos, n_neg))
@@ -232,6 +234,7 @@ def metrics_from_confusion(tp, fp, n_pos, n_neg) -> dict:
             'precision': div(tp, tp + fp), 'f1': div(2 * tp, 2 * tp + fp + fn), 'ppr': div(tp + fp, P + N),
             'fnr': div(fn, P), 'prevalence': div(P, P + N)}
 
+# %% ../nbs/07_metrics.ipynb #7ab25dec
 def threshold_metrics(y_true, y_score, thresholds) -> dict:
     "Threshold metrics per label (score >= threshold is positive): {metric: array (L,)} (floats for 1-D input)."
     y, s, was_1d = _as_2d(y_true, y_score, where='threshold_metrics')
@@ -341,22 +344,8 @@ def _confusion_boot(y, pred, masks, counts, rows: int = 8192):
     point = M.sum(0).reshape(4, G, L).astype(float)
     return point, out.reshape(B, 4, G, L)
 
-def subgroup_bootstrap(y_true, y_score, label_names, groups: dict | None = None, thresholds=None, counts=None,
-                       n_boot: int = 1000, seed: int = 0, clusters=None, patient_ids=None,
-                       level: float = 0.95) -> SubgroupBootstrap:
-    """All metrics for the whole set and every subgroup, with paired resamples.
-    `groups`: {attribute: array of group labels (str; None/NaN = missing)}; `thresholds`: per label (NaN allowed);
-    `counts`: an items x resamples count matrix to reuse (pairs this call with another), else drawn from `seed`."""
-    y, s, _ = _as_2d(y_true, y_score, where='subgroup_bootstrap')
-    n, L = y.shape; labels = list(label_names)
-    if len(labels) != L: raise DpmedError(f"subgroup_bootstrap: {len(labels)} label names for {L} label columns")
-    thr = np.full(L, np.nan) if thresholds is None else np.broadcast_to(np.asarray(thresholds, float), (L,)).copy()
-    if counts is None: counts = bootstrap_counts(n, n_boot, seed, clusters)
-    counts = np.asarray(counts)
-    if counts.ndim != 2 or counts.shape[0] != n:
-        raise DpmedError(f"subgroup_bootstrap: counts must have shape ({n}, resamples), got {counts.shape}")
-    B = counts.shape[1]
-    notes = []
+def _group_masks(groups: dict | None, n: int, notes: list) -> tuple[list, np.ndarray]:
+    "([(attribute, group)], items x groups boolean masks), 'all' first; declared categories keep their order."
     gl, masks = [('all', 'all')], [np.ones(n, bool)]
     for attr, raw in (groups or {}).items():
         declared = None
@@ -372,38 +361,61 @@ def subgroup_bootstrap(y_true, y_score, label_names, groups: dict | None = None,
         sv = sv.reindex(vals.index)
         for c in cats:
             gl.append((attr, str(c))); masks.append((sv == str(c)).to_numpy())
-    masks = np.stack(masks, 1); G = len(gl)
-    pid = np.asarray(patient_ids) if patient_ids is not None else (np.asarray(clusters) if clusters is not None else None)
-    n_items = masks.sum(0)
-    n_pat = np.array([len(np.unique(pid[masks[:, g]].astype(str))) if pid is not None else n_items[g] for g in range(G)])
-    for g in range(G):
-        if n_items[g] == 0: notes.append(f"{gl[g][0]}={gl[g][1]}: empty group (no items); all its metrics are NaN")
-    # threshold metrics (label axis L; NaN threshold -> NaN metrics)
+    return gl, np.stack(masks, 1)
+
+def _threshold_metrics(y, s, thr, masks, counts, point, boot, labels, notes):
+    "Fill the threshold metrics (all but AUROC) of `point` and `boot`; a NaN threshold gives NaN metrics."
+    L = y.shape[1]
     pred = s >= np.where(np.isnan(thr), np.inf, thr)
     cp, cb = _confusion_boot(y, pred, masks, counts)
     mp = metrics_from_confusion(*cp); mb = metrics_from_confusion(*np.moveaxis(cb, 1, 0))
-    K = len(METRICS)
-    point = np.full((G, L + 1, K), np.nan); boot = np.full((B, G, L + 1, K), np.nan)
     for k, met in enumerate(THRESHOLD_METRICS, start=1):
         point[:, :L, k] = mp[met]; boot[:, :, :L, k] = mb[met]
         if met != 'prevalence':
             point[:, :L, k][:, np.isnan(thr)] = np.nan; boot[:, :, :L, k][:, :, np.isnan(thr)] = np.nan
     for l in np.flatnonzero(np.isnan(thr)):
         notes.append(f"label {labels[l]}: no threshold (single class where it was chosen); threshold metrics are NaN")
-    # AUROC per group
-    for g in range(G):
+
+def _group_aurocs(y, s, masks, counts, point, boot, gl, labels, notes):
+    "Fill AUROC per group and label (point and resamples), then each metric's mean over the labels defined in the group."
+    L, B = y.shape[1], counts.shape[1]
+    for g in range(masks.shape[1]):
         m = masks[:, g]
         if not m.any(): continue
         point[g, :L, 0] = auroc(y[m], s[m])
         if B: boot[:, g, :L, 0] = auroc_from_counts(y[m], s[m], counts[m])
         for l in np.flatnonzero(np.isnan(point[g, :L, 0])):
             notes.append(f"{gl[g][0]}={gl[g][1]}, label {labels[l]}: AUROC undefined (a single class in the group)")
-    # mean over labels defined in the group's point estimate, per metric
-    for g in range(G):
-        for k in range(K):
+    for g in range(masks.shape[1]):
+        for k in range(point.shape[2]):
             ok = ~np.isnan(point[g, :L, k])
             point[g, L, k] = point[g, :L, k][ok].mean() if ok.any() else np.nan
             boot[:, g, L, k] = _nanmean_last(boot[:, g, :L, k][:, ok])
+
+def subgroup_bootstrap(y_true, y_score, label_names, groups: dict | None = None, thresholds=None, counts=None,
+                       n_boot: int = 1000, seed: int = 0, clusters=None, patient_ids=None,
+                       level: float = 0.95) -> SubgroupBootstrap:
+    """All metrics for the whole set and every subgroup, with paired resamples.
+    `groups`: {attribute: array of group labels (str; None/NaN = missing)}; `thresholds`: per label (NaN allowed);
+    `counts`: an items x resamples count matrix to reuse (pairs this call with another), else drawn from `seed`."""
+    y, s, _ = _as_2d(y_true, y_score, where='subgroup_bootstrap')
+    n, L = y.shape; labels = list(label_names)
+    if len(labels) != L: raise DpmedError(f"subgroup_bootstrap: {len(labels)} label names for {L} label columns")
+    thr = np.full(L, np.nan) if thresholds is None else np.broadcast_to(np.asarray(thresholds, float), (L,)).copy()
+    if counts is None: counts = bootstrap_counts(n, n_boot, seed, clusters)
+    counts = np.asarray(counts)
+    if counts.ndim != 2 or counts.shape[0] != n:
+        raise DpmedError(f"subgroup_bootstrap: counts must have shape ({n}, resamples), got {counts.shape}")
+    notes = []
+    gl, masks = _group_masks(groups, n, notes); G = len(gl)
+    pid = np.asarray(patient_ids) if patient_ids is not None else (np.asarray(clusters) if clusters is not None else None)
+    n_items = masks.sum(0)
+    n_pat = np.array([len(np.unique(pid[masks[:, g]].astype(str))) if pid is not None else n_items[g] for g in range(G)])
+    for g in range(G):
+        if n_items[g] == 0: notes.append(f"{gl[g][0]}={gl[g][1]}: empty group (no items); all its metrics are NaN")
+    point = np.full((G, L + 1, len(METRICS)), np.nan); boot = np.full((counts.shape[1], G, L + 1, len(METRICS)), np.nan)
+    _threshold_metrics(y, s, thr, masks, counts, point, boot, labels, notes)
+    _group_aurocs(y, s, masks, counts, point, boot, gl, labels, notes)
     n_pos = np.stack([(y & masks[:, [g]]).sum(0) for g in range(G)])
     return SubgroupBootstrap(labels, gl, METRICS, point, boot, n_items, n_pat, n_pos, thr, notes, level)
 
@@ -460,13 +472,6 @@ class RunPredictions:
                 if lev else v.to_numpy(dtype=object)
         return out
 
-def _read_yaml(path: Path) -> dict:
-    import yaml
-    try: d = yaml.safe_load(path.read_text(encoding='utf-8'))
-    except yaml.YAMLError as e: raise DpmedError(f"{path}: not valid YAML ({e})") from None
-    if not isinstance(d, dict): raise DpmedError(f"{path}: expected a mapping at the top level")
-    return d
-
 def _check_predictions(df: pd.DataFrame, path: Path, labels: list) -> pd.DataFrame:
     need = ['id'] + [f'{p}_{l}' for l in labels for p in ('y_true', 'y_score')]
     miss = [c for c in need if c not in df.columns]
@@ -519,11 +524,11 @@ def _add_subgroup_columns(df: pd.DataFrame, path: Path, specs: list) -> pd.DataF
 
 def load_predictions(run_dir) -> RunPredictions:
     "Read and check a run directory's predictions (test and, when present, validation) and its config."
-    run_dir = Path(run_dir)
+    rd = RunDir(run_dir); run_dir = rd.path
     if not run_dir.is_dir(): raise DpmedError(f"{run_dir}: no such run directory")
-    pt = run_dir / 'predictions.csv'
+    pt = rd.predictions_file
     if not pt.exists(): raise DpmedError(f"{run_dir}: no predictions.csv (is this a finished run directory?)")
-    cfg = _read_yaml(run_dir / 'config.yaml') if (run_dir / 'config.yaml').exists() else {}
+    cfg = rd.config_dict()
     data = cfg.get('data') or {}
     test = pd.read_csv(pt, dtype={'id': str, 'patient_id': str})
     labels = data.get('labels') or [c[len('y_true_'):] for c in test.columns if c.startswith('y_true_')]
@@ -532,15 +537,15 @@ def load_predictions(run_dir) -> RunPredictions:
     if specs is None: specs = [{'name': c} for c in ('sex', 'age_group') if c in test.columns]
     for i, sp in enumerate(specs):
         if not isinstance(sp, dict) or 'name' not in sp:
-            raise DpmedError(f"{run_dir / 'config.yaml'}: data.subgroups[{i}] must be a mapping with a 'name'")
+            raise DpmedError(f"{rd.config_file}: data.subgroups[{i}] must be a mapping with a 'name'")
     have = set(test.columns)
     skipped = [sp['name'] for sp in specs if sp['name'] not in have and sp.get('column', sp['name']) not in have]
     specs = [sp for sp in specs if sp['name'] not in skipped]            # e.g. sex/age on data that has neither
     test = _add_subgroup_columns(_check_predictions(test, pt, labels), pt, specs)
-    pv = run_dir / 'val_predictions.csv'; val = None
+    pv = rd.val_predictions_file; val = None
     if pv.exists():
         val = _add_subgroup_columns(_check_predictions(pd.read_csv(pv, dtype={'id': str, 'patient_id': str}), pv, labels), pv, specs)
-    met = read_json(run_dir / 'metrics.json') if (run_dir / 'metrics.json').exists() else {}
+    met = rd.metrics() if rd.finished else {}
     return RunPredictions(run_dir, list(labels), [sp['name'] for sp in specs], test, val, cfg, met, skipped)
 
 def run_thresholds(rp: RunPredictions, policy: str) -> np.ndarray:
@@ -646,7 +651,6 @@ def synthetic_run(run_dir, auroc_by_sex: dict | None = None, labels: Sequence[st
                   epsilon: float = math.inf, delta: float = 1e-5, model_seed: int = 0, data_seed: int = 0,
                   overwrite: bool = True, extra_metrics: dict | None = None) -> Path:
     "Write a run directory (config.yaml, predictions.csv, val_predictions.csv, metrics.json) with known group AUROCs."
-    from dpmed.core import atomic_dir
     import yaml
     auroc_by_sex = auroc_by_sex or {'F': 0.8, 'M': 0.8}
     d = {g: math.sqrt(2) * stats.norm.ppf(a) for g, a in auroc_by_sex.items()}

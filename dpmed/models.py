@@ -5,7 +5,9 @@
 # %% ../nbs/05_models.ipynb #7204dd2c
 from __future__ import annotations
 import math, warnings
+from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
 from opacus.validators import ModuleValidator
@@ -14,8 +16,8 @@ from .core import DpmedError
 
 # %% auto #0
 __all__ = ['MODELS', 'group_norm', 'BasicBlock', 'ResNet9', 'make_dp_compatible', 'monai_resnet18', 'monai_densenet121',
-           'model_dims', 'check_dp_compatible', 'build_model', 'checkpoint_file', 'pretrained_state', 'head_prefix',
-           'load_pretrained']
+           'model_dims', 'check_dp_compatible', 'build_model', 'checkpoint_file', 'load_checkpoint', 'pretrained_state',
+           'head_prefix', 'load_pretrained']
 
 # %% ../nbs/05_models.ipynb #3879c333
 def _conv(dim): return {2: nn.Conv2d, 3: nn.Conv3d}[dim]
@@ -192,9 +194,24 @@ def checkpoint_file(path) -> 'Path':
     if not p.exists(): raise DpmedError(f"model.pretrained: {p} not found")
     return p
 
+def load_checkpoint(path) -> dict:
+    "A dpmed `checkpoint.pt`, loaded with `weights_only=True` (plus the numpy types of its saved RNG state)."
+    path = Path(path)
+    if not path.exists(): raise DpmedError(f"{path}: checkpoint not found")
+    allowed = [np.ndarray, np.dtype, type(np.dtype(np.uint32)), torch.torch_version.TorchVersion]
+    try:                                                        # the numpy types of saved RNG states
+        from numpy._core.multiarray import _reconstruct
+    except ImportError:                                         # numpy < 2
+        from numpy.core.multiarray import _reconstruct
+    allowed.append(_reconstruct)
+    try:
+        with torch.serialization.safe_globals(allowed):
+            return torch.load(path, map_location='cpu', weights_only=True)
+    except Exception as e:
+        raise DpmedError(f"{path}: not a readable dpmed checkpoint ({str(e).splitlines()[0][:200]})") from None
+
 def pretrained_state(path) -> dict:
     "The weights (a flat name -> tensor dict, wrapper prefixes stripped) in a run dir, dpmed checkpoint or state dict."
-    from dpmed.audit import load_checkpoint
     p = checkpoint_file(path)
     try: ck = load_checkpoint(p)
     except DpmedError as e: raise DpmedError(f"model.pretrained: {e}") from None

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 
 from .core import DpmedError
-from .config import PAPER_CXR_LABELS
+from .core import PAPER_CXR_LABELS
 from .imageset import ImageSet, patient_split, check_no_leakage
 
 # %% auto #0

@@ -30,9 +30,8 @@ from dp_accounting.pld import PLDAccountant
 from dp_accounting.rdp import RdpAccountant
 from dp_accounting.rdp import rdp_privacy_accountant as dpa_rdp_mod
 
-from dpmed.accounting import (ACCOUNTANTS, DeltaWarning, PRV_EPS_ERROR, _calibrate, calibrate_sigma, check_delta,
-                              epsilon, epsilon_per_epoch, normalize_history, privacy_paragraph, privacy_report,
-                              steps_for_epochs)
+from dpmed.accounting import (ACCOUNTANTS, DeltaWarning, PRV_EPS_ERROR, _calibrate, calibrate_sigma, epsilon,
+                              epsilon_per_epoch, privacy_paragraph, privacy_report)
 from dpmed.cli import build_parser
 from dpmed.core import DpmedError, read_json, write_json
 
@@ -127,7 +126,7 @@ def test_gdp_edge_cases():
     assert epsilon((0.01, 1.0, 10), 1e-5, 'gdp') == math.inf         # mu overflows
 
 
-# ---------------------------------------------------------------- histories and resumed runs
+# ---------------------------------------------------------------- heterogeneous histories
 HET = [(0.8, 0.01, 1000), (1.2, 0.02, 500), (0.8, 0.01, 700)]
 
 def test_heterogeneous_history():
@@ -138,24 +137,6 @@ def test_heterogeneous_history():
     assert epsilon(HET, d, 'gdp') == pytest.approx(gdp_formula(HET, d), abs=1e-6)
     # more steps never cost less
     for a in ACCOUNTANTS: assert epsilon(HET, d, a) > epsilon(HET[:2], d, a)
-
-def test_resumed_run_counts_every_step():
-    from opacus.accountants import RDPAccountant, PRVAccountant
-    acc = PRVAccountant()
-    for _ in range(120): acc.step(noise_multiplier=1.0, sample_rate=0.02)
-    saved = acc.state_dict()
-    resumed = PRVAccountant(); resumed.load_state_dict(saved)
-    for _ in range(80): resumed.step(noise_multiplier=1.0, sample_rate=0.02)
-    assert resumed.history == [(1.0, 0.02, 200)]
-    split = [(1.0, 0.02, 120), (1.0, 0.02, 80)]          # a run that saved its history and appended
-    for a in ACCOUNTANTS:
-        whole = epsilon((1.0, 0.02, 200), 1e-5, a)
-        assert epsilon(split, 1e-5, a) == pytest.approx(whole, abs=1e-9)
-        assert epsilon(resumed, 1e-5, a) == pytest.approx(whole, abs=1e-9)          # accountant object
-        assert epsilon(resumed.state_dict(), 1e-5, a) == pytest.approx(whole, abs=1e-9)
-        assert epsilon({'history': [list(h) for h in split]}, 1e-5, a) == pytest.approx(whole, abs=1e-9)
-        assert epsilon(split[:1], 1e-5, a) < whole                                  # not just the last piece
-    assert epsilon([], 1e-5) == 0.0 and epsilon((1.0, 0.02, 0), 1e-5, 'rdp') == 0.0
 
 def test_epsilon_per_epoch():
     h, d = [(1.0, 0.02, 100), (1.3, 0.04, 130)], 1e-5        # 230 steps: 4 full epochs of 50 + 30
@@ -196,48 +177,8 @@ def test_calibrate_prv_long_run_checked_by_stock_opacus():
     s = calibrate_sigma(8, 1e-5, 1e-3, epochs=100, accountant='prv')
     assert 8 - 0.01 <= stock_opacus([(s, 1e-3, 100_000)], 1e-5, 'prv') <= 8 + 1e-6
 
-def test_calibrate_errors():
-    with pytest.raises(DpmedError, match='target_epsilon'): calibrate_sigma(0.05, 1e-5, 1e-3, steps=1000, accountant='rdp')
-    with pytest.raises(DpmedError, match='target_epsilon'): calibrate_sigma(-1, 1e-5, 1e-3, steps=1000)
-    with pytest.raises(DpmedError, match='epochs or steps'): calibrate_sigma(1, 1e-5, 1e-3, epochs=1, steps=1000)
-    with pytest.raises(DpmedError, match='epochs or steps'): calibrate_sigma(1, 1e-5, 1e-3)
-    with pytest.raises(DpmedError, match='accountant'): calibrate_sigma(1, 1e-5, 1e-3, steps=10, accountant='moments')
-    assert steps_for_epochs(150, 1 / 1173) == 175_950 and steps_for_epochs(1.5, 0.3) == 5
-
-
-# ---------------------------------------------------------------- validation
-@pytest.mark.parametrize('h,match', [((0, 0.1, 10), 'noise_multiplier'), ((-1.0, 0.1, 10), 'noise_multiplier'),
-                                     ((1.0, 0.0, 10), 'sample_rate'), ((1.0, 1.5, 10), 'sample_rate'),
-                                     ((1.0, 0.1, -1), 'steps'), ((1.0, 0.1, 2.5), 'steps'),
-                                     ((float('nan'), 0.1, 1), 'noise_multiplier'), ([(1.0, 0.1)], r'history\[0\]'),
-                                     ('abc', 'history')])
-def test_bad_history(h, match):
-    with pytest.raises(DpmedError, match=match): epsilon(h, 1e-5, 'rdp')
-
-@pytest.mark.parametrize('delta', [0, 1, -1e-5, float('inf')])
-def test_bad_delta(delta):
-    with pytest.raises(DpmedError, match='delta'): epsilon((1.0, 0.1, 10), delta, 'rdp')
-
-def test_bad_accountant_and_grid_guard():
-    with pytest.raises(DpmedError, match='accountant'): epsilon((1.0, 0.1, 10), 1e-5, 'moments')
-    with pytest.raises(DpmedError, match='rdp'): epsilon((0.3, 0.1, 200_000), 1e-5, 'prv')   # grid too large
-    assert isinstance(epsilon((0.3, 0.1, 200_000), 1e-5, 'rdp'), float)
-
-def test_normalize_history():
-    assert normalize_history((2, 0.5, 3)) == [(2.0, 0.5, 3)]
-    assert normalize_history([[1, 0.1, 0], [1, 0.1, 4]]) == [(1.0, 0.1, 4)]
-    assert normalize_history(None) == []
-
-
-# ---------------------------------------------------------------- delta and report
-def test_check_delta():
-    with pytest.warns(DeltaWarning, match='1/N'): note = check_delta(1e-3, 1000)
-    assert 'N = 1000' in note
-    with warnings.catch_warnings():
-        warnings.simplefilter('error')
-        assert check_delta(6e-6, 150_188) is None and check_delta(1e-5, None) is None
-    with pytest.raises(DpmedError, match='n_train'): check_delta(1e-5, 0)
-
+# ---------------------------------------------------------------- the report (validation of histories, delta and calibration
+# ---------------------------------------------------------------- arguments, and resumed histories: nbs/06_accounting.ipynb)
 def test_privacy_report_roundtrip(tmp_path):
     h = [(1.1, 0.01, 300), (1.1, 0.01, 200)]
     with pytest.warns(DeltaWarning):

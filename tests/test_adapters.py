@@ -14,7 +14,8 @@ from PIL import Image
 
 from dpmed.cli import build_parser
 from dpmed.core import DpmedError
-from dpmed.config import load_config, PAPER_CXR_LABELS
+from dpmed.config import load_config
+from dpmed.core import PAPER_CXR_LABELS
 from dpmed import adapters as A
 from dpmed import data as D
 from dicom_fixture import write_dicom

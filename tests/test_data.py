@@ -1,4 +1,5 @@
-"""Data layer: manifest checks (every bad-input case), readers, preprocessing, splits, cache, validate CLI.
+"""Data layer beyond the chapter's own checks (bad-input cases and preprocessing formulas live in nbs/04_data.ipynb):
+readers, splits, cache, subgroups through a build, the validate CLI, the real embedded sets.
 
 References are independent of dpmed: Pillow and NumPy for pixels, nibabel's canonical reorientation for
 MONAI's, naive loops for splits, the embedded NIH arrays (data/) for the real-data manifest."""
@@ -57,113 +58,8 @@ def build(cfg):
         return D.imageset_from_config(cfg, log=None)
 
 
-# ---------------------------------------------------------------- bad input: each names file, row, field; writes nothing
-def expect_error(cfg, *parts):
-    with pytest.raises(DpmedError) as e:
-        build(cfg)
-    msg = str(e.value)
-    for p in parts: assert p in msg, (p, msg)
-    assert [n for n in cache_entries(cfg)] == [], 'a failed build left files in the cache'
-    return msg
-
-
-def test_missing_image_file(tmp_path):
-    df = png_set(tmp_path, 8)
-    (tmp_path / 'im5.png').unlink()
-    expect_error(cfg_for(tmp_path, df), 'manifest.csv row 6', "'im5'", "field 'path'", 'not found')
-
-
-def test_corrupt_image(tmp_path):
-    df = png_set(tmp_path, 8)
-    raw = (tmp_path / 'im3.png').read_bytes()
-    (tmp_path / 'im3.png').write_bytes(raw[:len(raw) // 2])            # truncated PNG: caught by its missing end chunk
-    expect_error(cfg_for(tmp_path, df), 'row 4', "field 'path'", 'im3.png', 'truncated PNG')
-    (tmp_path / 'im3.png').write_bytes(raw[:60] + bytes(len(raw) - 72) + raw[-12:])   # intact ends, corrupt pixels
-    expect_error(cfg_for(tmp_path, df), 'row 4', "field 'path'", 'im3.png', 'cannot decode')
-
-
-def test_garbage_dicom_and_nifti(tmp_path):
-    pytest.importorskip('pydicom', reason='pydicom is not installed (pip install pydicom)')
-    pytest.importorskip('nibabel', reason='nibabel is not installed (pip install nibabel)')
-    df = png_set(tmp_path, 8)
-    (tmp_path / 'bad.dcm').write_bytes(b'not a dicom at all' * 20)
-    df.loc[2, 'path'] = 'bad.dcm'
-    expect_error(cfg_for(tmp_path, df), 'row 3', 'bad.dcm', 'cannot decode')
-    (tmp_path / 'bad.nii.gz').write_bytes(b'\x1f\x8b garbage')
-    with pytest.raises(DpmedError, match='bad.nii.gz: cannot decode'):
-        D.read_image(tmp_path / 'bad.nii.gz')
-
-
-def test_wrong_dimensionality(tmp_path):
-    df = png_set(tmp_path, 8)
-    np.save(tmp_path / 'vol.npy', np.zeros((10, 12, 14), np.uint8))
-    df.loc[4, 'path'] = 'vol.npy'
-    expect_error(cfg_for(tmp_path, df), 'row 5', "field 'path'", 'expected a 2D image', '(10, 12, 14)')
-    # and a 2D image in a 3D data set
-    df3 = df.copy()                                   # one volume file per row: a file listed twice is refused
-    for i in range(len(df3)): np.save(tmp_path / f'vol{i}.npy', np.zeros((10, 12, 14), np.uint8))
-    df3['path'] = [f'vol{i}.npy' for i in range(len(df3))]; df3.loc[1, 'path'] = 'im1.png'
-    expect_error(cfg_for(tmp_path, df3, 'm3.csv', spatial_dims=3), 'm3.csv row 2', 'expected a 3D volume')
-
-
-@pytest.mark.parametrize('value, why', [(np.nan, 'missing or not a number'), (-3, 'negative'), ('old', 'not a number')])
-def test_bad_age(tmp_path, value, why):
-    df = png_set(tmp_path, 8).astype({'age': object})
-    df.loc[6, 'age'] = value
-    expect_error(cfg_for(tmp_path, df), 'row 7', "field 'age'", why)
-
-
-def test_other_sex_codes_are_their_own_group_and_missing_is_an_error(tmp_path):
-    df = png_set(tmp_path, 8)
-    df.loc[1, 'sex'] = 'x'; df.loc[3, 'sex'] = 'U'
-    assert build(cfg_for(tmp_path, df)).meta.sex.tolist() == ['F', 'X', 'F', 'U', 'F', 'M', 'F', 'M']
-    (tmp_path / 'm').mkdir(); df = png_set(tmp_path / 'm', 8)
-    df.loc[1, 'sex'] = None
-    msg = expect_error(cfg_for(tmp_path / 'm', df), 'row 2', "field 'sex'", 'missing sex')
-    assert 'F, M' in msg
-
-
-def test_sex_codes_normalised(tmp_path):
-    df = png_set(tmp_path, 8)
-    df['sex'] = ['female', 'MALE', 'f', 'm', 'F', 'M', 'Female', 'Male']
-    s = build(cfg_for(tmp_path, df))
-    assert s.meta.sex.tolist() == list('FMFMFMFM')
-
-
-@pytest.mark.parametrize('value', [2, -1, np.nan, 'yes'])
-def test_label_not_binary(tmp_path, value):
-    df = png_set(tmp_path, 8).astype({'b': object})
-    df.loc[3, 'b'] = value
-    expect_error(cfg_for(tmp_path, df), 'row 4', "field 'b'", 'not 0 or 1')
-
-
-def test_duplicate_ids(tmp_path):
-    df = png_set(tmp_path, 8)
-    df.loc[5, 'id'] = 'im2'
-    expect_error(cfg_for(tmp_path, df), "field 'id'", "duplicate id 'im2'", 'rows [3, 6]')
-
-
-def test_patient_in_two_given_splits(tmp_path):
-    df = png_set(tmp_path, 8)
-    df['split'] = ['train', 'train', 'val', 'val', 'test', 'test', 'train', 'train']
-    df.loc[5, 'patient_id'] = 'p0'
-    expect_error(cfg_for(tmp_path, df), "field 'split'", "patient_id 'p0'", "['test', 'train']")
-
-
-def test_empty_split(tmp_path):
-    df = png_set(tmp_path, 8)
-    df['split'] = ['train'] * 6 + ['test'] * 2
-    expect_error(cfg_for(tmp_path, df), "field 'split'", "split 'val' is empty")
-
-
-def test_unknown_split_and_missing_columns(tmp_path):
-    df = png_set(tmp_path, 8)
-    df['split'] = 'train'; df.loc[2, 'split'] = 'holdout'
-    expect_error(cfg_for(tmp_path, df), 'row 3', "field 'split'", "'holdout'")
-    expect_error(cfg_for(tmp_path, df.drop(columns=['patient_id']), 'm2.csv'), 'patient_id')
-    expect_error(cfg_for(tmp_path, png_set(tmp_path, 8), 'm3.csv', labels=['a', 'zz']), "'zz'", 'not in the manifest')
-
-
+# ---------------------------------------------------------------- subgroups through a whole build
+# (the bad-input cases, each naming file, row and field, are tested in nbs/04_data.ipynb)
 def test_subgroup_without_test_members_warns(tmp_path):
     df = png_set(tmp_path, 12)
     df['split'] = ['train'] * 6 + ['val'] * 2 + ['test'] * 4
@@ -184,15 +80,6 @@ def test_subgroup_column_missing_is_skipped_and_said(tmp_path):
     assert s.skipped_subgroups == [{'name': 'eth', 'column': 'ethnicity', 'reason': "column 'ethnicity' not in the data"}]
     assert 'sex' in s.meta and 'eth' not in s.meta
     assert s.split('test').skipped_subgroups == s.skipped_subgroups          # subsets keep the record
-
-
-def test_npz_reference_errors(tmp_path):
-    df = png_set(tmp_path, 8)
-    np.savez(tmp_path / 'arr.npz', images=np.zeros((3, 16, 16), np.uint8))
-    df.loc[0, 'path'] = 'arr.npz:images:7'
-    expect_error(cfg_for(tmp_path, df), 'row 1', 'index 7 out of range', '3 items')
-    df.loc[0, 'path'] = 'arr.npz:imgs:0'
-    expect_error(cfg_for(tmp_path, df, 'm2.csv'), 'row 1', "no array 'imgs'")
 
 
 # ---------------------------------------------------------------- manifest formats, labels from the dataset config
@@ -292,42 +179,7 @@ def test_nifti_spacing_and_crop(tmp_path):
     assert out[:10].max() == 0 and out[10:20, 10:20, 10:20].min() == 255  # zero padding, content centred
 
 
-# ---------------------------------------------------------------- preprocessing
-def test_intensity_modes_match_numpy():
-    rng = np.random.default_rng(3)
-    x = rng.normal(1000, 200, (30, 30)).astype(np.float32)
-    mm = (x - x.min()) / (x.max() - x.min())
-    assert np.allclose(D.scale_intensity(x, 'minmax'), mm, atol=1e-6)
-    assert np.allclose(D.scale_intensity(x, 'auto'), mm, atol=1e-6)
-    lo, hi = np.percentile(x, [0.5, 99.5])
-    assert np.allclose(D.scale_intensity(x, 'percentile'), np.clip((x - lo) / (hi - lo), 0, 1), atol=1e-6)
-    assert np.allclose(D.scale_intensity(x, 'window', [900, 1100]), np.clip((x - 900) / 200, 0, 1), atol=1e-6)
-    u8 = (rng.random((5, 5)) * 255).astype(np.uint8)
-    assert np.allclose(D.scale_intensity(u8, 'auto'), u8 / 255)
-    assert (D.scale_intensity(np.full((3, 3), 7.0), 'minmax') == 0).all()
-
-
-def test_resize_matches_pillow_antialiased():
-    rng = np.random.default_rng(4)
-    img = (rng.random((128, 96)) * 255).astype(np.uint8)
-    ours = D.preprocess_2d(img, D.Preprocess(size=32))[0].astype(float)
-    ref = np.asarray(Image.fromarray(img).resize((32, 32), Image.BILINEAR, reducing_gap=None), dtype=float)
-    assert np.abs(ours - ref).mean() < 1.5
-
-
-# ---------------------------------------------------------------- splits
-def test_given_split_respected_and_blanks_assigned(tmp_path):
-    df = png_set(tmp_path, 40)
-    df['split'] = None
-    df.loc[df.patient_id.isin(['p0', 'p1', 'p2', 'p3']), 'split'] = 'test'
-    df.loc[1, 'split'] = None                               # p0's second image inherits 'test'
-    s = build(cfg_for(tmp_path, df))
-    m = s.meta
-    assert (m.loc[m.patient_id.isin(['p0', 'p1', 'p2', 'p3']), 'split'] == 'test').all()
-    assert set(m.loc[~m.patient_id.isin(['p0', 'p1', 'p2', 'p3']), 'split']) == {'train', 'val'}   # no new test
-    for pid, g in m.groupby('patient_id'): assert g.split.nunique() == 1, pid
-
-
+# ---------------------------------------------------------------- splits (intensity and resize: nbs/04_data.ipynb)
 def test_stratified_split_spreads_rare_labels():
     rng = np.random.default_rng(5)
     n = 600
