@@ -4,33 +4,40 @@
 
 # %% ../nbs/10_rundir.ipynb #911018a8
 from __future__ import annotations
-import math, platform, shutil
+import platform, shutil
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
-import yaml
 
-from .core import DpmedError, atomic_dir, write_json, read_json
-from .config import ExperimentConfig, config_to_yaml, config_from_dict
-from .metrics import auroc_summary
+import torch.distributed as td
+
+from .core import DpmedError, atomic_dir, write_json
+from .config import ExperimentConfig, config_to_yaml, run_identity, load_config
+from .runs import RunDir
+from .metrics import auroc_summary, bootstrap_level
+from .models import checkpoint_file
+from .datasets import dataset_name
+from .accounting import privacy_paragraph
+from .train import TB_DIR, init_distributed, train
 
 # %% auto #0
-__all__ = ['RUN_FILES', 'OPTIONAL_RUN_FILES', 'pretraining_record', 'with_pretraining', 'work_dir_of', 'predictions_table',
-           'run_metrics', 'released_statistics', 'write_run', 'train_and_save', 'load_run']
+__all__ = ['pretraining_record', 'with_pretraining', 'predictions_table', 'run_metrics', 'released_statistics', 'write_run',
+           'train_and_save', 'load_run']
 
 # %% ../nbs/10_rundir.ipynb #b8d0b8e7
 def pretraining_record(pretrained) -> dict | None:
     "What privacy.json says about a `model.pretrained` source: where it is, its dataset and its own privacy."
     if not pretrained: return None
-    from dpmed.models import checkpoint_file
     ck = checkpoint_file(pretrained)
-    rec = {'source': str(ck.parent if ck.name == 'checkpoint.pt' else ck), 'dataset': None, 'run': None,
+    src = RunDir(ck.parent)
+    is_run = ck == src.checkpoint_file
+    rec = {'source': str(src.path if is_run else ck), 'dataset': None, 'run': None,
            'source_private': None, 'source_epsilon': None}
-    if (ck.parent / 'metrics.json').exists() and ck.name == 'checkpoint.pt':
-        m = read_json(ck.parent / 'metrics.json')
-        rec.update(run=m.get('name') or ck.parent.name, dataset=m.get('dataset'), source_private=bool(m.get('private')),
+    if is_run and src.finished:
+        m = src.metrics()
+        rec.update(run=m.get('name') or src.name, dataset=m.get('dataset'), source_private=bool(m.get('private')),
                    source_epsilon=m.get('epsilon') if m.get('private') else None)
     return rec
 
@@ -49,15 +56,6 @@ def with_pretraining(privacy: dict, cfg: ExperimentConfig) -> dict:
     return out
 
 # %% ../nbs/10_rundir.ipynb #80bbc9d3
-RUN_FILES = ('config.yaml', 'metrics.json', 'privacy.json', 'predictions.csv', 'val_predictions.csv',
-             'train_log.csv', 'checkpoint.pt')
-OPTIONAL_RUN_FILES = ('tensorboard', 'notebook.ipynb')
-
-def work_dir_of(run_dir) -> Path:
-    "The hidden working folder (checkpoints, step ledger, events) of a run directory while it trains."
-    run_dir = Path(run_dir)
-    return run_dir.parent / f'.{run_dir.name}.work'
-
 def predictions_table(s, scores: np.ndarray, subgroup_names) -> pd.DataFrame:
     "One row per image: identity, demographics, subgroup labels, then y_true_* and y_score_* per label."
     cols = ['id', 'patient_id', 'age', 'sex'] + [g for g in subgroup_names if g not in ('sex',)]
@@ -68,8 +66,6 @@ def predictions_table(s, scores: np.ndarray, subgroup_names) -> pd.DataFrame:
 
 def run_metrics(cfg: ExperimentConfig, res) -> dict:
     "metrics.json: test AUROC with bootstrap CIs (patients resampled, see `bootstrap_level`), privacy spent and training facts."
-    from dpmed.metrics import bootstrap_level
-    from dpmed.datasets import dataset_name
     te = res.data.split('test')
     clusters, unit = bootstrap_level(te.meta['patient_id'].to_numpy(), cfg.eval.bootstrap)
     m = auroc_summary(te.labels, res.test_scores, te.label_names, n_boot=cfg.eval.n_boot, seed=cfg.eval.boot_seed,
@@ -110,7 +106,6 @@ def _privacy_record(cfg: ExperimentConfig, res) -> dict:
         pv['notes'] = list(pv.get('notes', [])) + [
             "Released without noise and not covered by epsilon: " + '; '.join(
                 f"{d['field']} ({d['file']})" for d in pv['not_covered_by_epsilon']) + '.']
-        from dpmed.accounting import privacy_paragraph
         pv['summary'] = privacy_paragraph(pv)
     return pv
 
@@ -118,16 +113,17 @@ def write_run(run_dir, cfg: ExperimentConfig, res, overwrite: bool = False) -> P
     "Write the complete run directory atomically; returns its path."
     names = [g['name'] for g in cfg.data.subgroups]
     with atomic_dir(run_dir, overwrite=overwrite) as tmp:
-        (tmp / 'config.yaml').write_text(config_to_yaml(cfg))
-        write_json(tmp / 'metrics.json', run_metrics(cfg, res))
-        write_json(tmp / 'privacy.json', with_pretraining(_privacy_record(cfg, res), cfg))
-        predictions_table(res.data.split('test'), res.test_scores, names).to_csv(tmp / 'predictions.csv', index=False)
-        predictions_table(res.data.split('val'), res.val_scores, names).to_csv(tmp / 'val_predictions.csv', index=False)
-        res.log.to_csv(tmp / 'train_log.csv', index=False)
+        rd = RunDir(tmp)
+        rd.config_file.write_text(config_to_yaml(cfg))
+        write_json(rd.privacy_file, with_pretraining(_privacy_record(cfg, res), cfg))
+        predictions_table(res.data.split('test'), res.test_scores, names).to_csv(rd.predictions_file, index=False)
+        predictions_table(res.data.split('val'), res.val_scores, names).to_csv(rd.val_predictions_file, index=False)
+        res.log.to_csv(rd.log_file, index=False)
         torch.save({**res.checkpoint, 'config': config_to_yaml(cfg), 'torch': torch.__version__,
-                    'python': platform.python_version()}, tmp / 'checkpoint.pt')
+                    'python': platform.python_version()}, rd.checkpoint_file)
         tb = getattr(res, 'work_dir', None)
-        if tb is not None and (Path(tb) / 'tensorboard').is_dir(): shutil.copytree(Path(tb) / 'tensorboard', tmp / 'tensorboard')
+        if tb is not None and (Path(tb) / TB_DIR).is_dir(): shutil.copytree(Path(tb) / TB_DIR, rd.tensorboard_dir)
+        write_json(rd.metrics_file, run_metrics(cfg, res))          # last: metrics.json marks a finished run
     return Path(run_dir)
 
 def train_and_save(cfg: ExperimentConfig, run_dir, overwrite: bool = False, progress: bool = True,
@@ -136,18 +132,15 @@ def train_and_save(cfg: ExperimentConfig, run_dir, overwrite: bool = False, prog
 
     `resume`: continue an interrupted run from its working folder (a finished run is returned as it is);
     `overwrite`: replace an existing run directory and discard any interrupted attempt."""
-    from dpmed.train import train
-    import torch.distributed as td
-    run_dir, work = Path(run_dir), work_dir_of(run_dir)
+    rd = RunDir(run_dir)
+    run_dir, work = rd.path, rd.work_dir
     if run_dir.exists() and not overwrite:
-        if resume and all((run_dir / f).exists() for f in RUN_FILES):
-            from dpmed.config import config_from_dict
-            done = config_from_dict(yaml.safe_load((run_dir / 'config.yaml').read_text()), str(run_dir / 'config.yaml'))
-            if done != cfg: raise DpmedError(f"{run_dir}: a finished run with a different config is there; "
-                                             "choose another output folder or pass --overwrite")
-            return read_json(run_dir / 'metrics.json')
+        if resume and not rd.missing():
+            if run_identity(rd.config()) != run_identity(cfg):
+                raise DpmedError(f"{run_dir}: a finished run with a different config is there; "
+                                 "choose another output folder or pass --overwrite")
+            return rd.metrics()
         raise DpmedError(f"{run_dir}: already exists; choose another output folder or pass --overwrite")
-    from dpmed.train import init_distributed
     dist = init_distributed(cfg.train.device)          # under torchrun: join the group before touching files
     if overwrite and not resume and work.exists() and dist.main: shutil.rmtree(work)
     if dist.on: td.barrier()
@@ -156,24 +149,17 @@ def train_and_save(cfg: ExperimentConfig, run_dir, overwrite: bool = False, prog
         write_run(run_dir, cfg, res, overwrite=overwrite)
         shutil.rmtree(work, ignore_errors=True)
     if td.is_available() and td.is_initialized(): td.barrier()
-    return read_json(run_dir / 'metrics.json')
+    return rd.metrics()
 
 # %% ../nbs/10_rundir.ipynb #88874fde
 def load_run(run_dir) -> dict:
-    "The config, metrics, privacy record and predictions of a finished run."
-    run_dir = Path(run_dir)
-    if not run_dir.is_dir(): raise DpmedError(f"{run_dir}: no such run directory")
-    missing = [f for f in RUN_FILES if not (run_dir / f).exists()]
-    if missing: raise DpmedError(f"{run_dir}: not a complete run directory (missing {', '.join(missing)})")
-    cfg = config_from_dict(yaml.safe_load((run_dir / 'config.yaml').read_text()), str(run_dir / 'config.yaml'))
-    return {'config': cfg, 'metrics': read_json(run_dir / 'metrics.json'), 'privacy': read_json(run_dir / 'privacy.json'),
-            'predictions': pd.read_csv(run_dir / 'predictions.csv'), 'log': pd.read_csv(run_dir / 'train_log.csv')}
+    "The config, metrics, privacy record, test predictions and training log of a finished run (`RunDir.load`)."
+    return RunDir(run_dir).load()
 
 # %% ../nbs/10_rundir.ipynb #4c91b676
 def _cmd_train(args) -> int:
     "dpmed train: one run from a config (and overrides) -> run directory; prints its test AUROC and epsilon."
     from dpmed.cli import print_json
-    from dpmed.config import load_config
     cfg = load_config(args.config, args.set)
     out = Path(args.out) if args.out else Path('runs') / cfg.name
     m = train_and_save(cfg, out, overwrite=args.overwrite, progress=not args.quiet, resume=args.resume)

@@ -4,7 +4,7 @@
 
 # %% ../nbs/11a_sweep.ipynb #54ff32c9
 from __future__ import annotations
-import argparse, contextlib, dataclasses, hashlib, itertools, json, math, os, re, shutil, socket, sys, threading, time
+import contextlib, dataclasses, hashlib, importlib, itertools, json, math, os, re, shutil, socket, sys, threading, time
 from dataclasses import dataclass, field, fields, is_dataclass
 from pathlib import Path
 
@@ -12,30 +12,21 @@ import pandas as pd
 import yaml
 
 from .core import DpmedError, atomic_write_text, read_json, write_json
-from .config import ExperimentConfig, config_from_dict, config_to_dict, load_config
-from .study import collect_results, run_notebook, run_row, write_results
+from .config import ExperimentConfig, PRETRAIN_PREFIX, identity_key, load_config, run_identity
+from .runs import RunDir
+from .runner import run_notebook, run_row, write_results, pretrained_name
+from .phantom import PhantomSpec
+from .data import manifest_name
 
 # %% auto #0
-__all__ = ['GRID_KEYS', 'ALIASES', 'VOLATILE', 'SHORT', 'PRETRAIN_PREFIX', 'NAME_RE', 'HEARTBEAT_SECONDS', 'STALE_SECONDS',
-           'key_kind', 'grid_settings', 'is_axis', 'identity', 'config_key', 'Run', 'Grid', 'expand_grid', 'load_grid',
-           'finished', 'run_config', 'check_folder', 'write_sweep_json', 'lock_holder', 'acquire', 'heartbeat',
-           'leftovers', 'thread_env', 'execute_run', 'parse_shard', 'shard_runs', 'results_table', 'status_table',
-           'write_tables', 'Progress', 'SweepResult', 'run_cost', 'resolve_pretrained', 'run_sweep', 'merge_sweeps']
+__all__ = ['BUILTIN_GRIDS', 'Run', 'Grid', 'expand_grid', 'builtin_grid', 'load_grid', 'finished', 'run_config', 'results_table',
+           'SweepResult', 'run_sweep', 'merge_sweeps']
 
-# %% ../nbs/11a_sweep.ipynb #13df37f8
+# %% ../nbs/11a_sweep.ipynb #bdd92c1b
 GRID_KEYS = ('name', 'description', 'config', 'notebook', 'parameters', 'experiments', 'pretrain')
+
 ALIASES = {'dataset': 'data.dataset', 'model': 'model.name', 'epsilon': 'privacy.epsilon',
            'epsilons': 'privacy.epsilon', 'seed': 'train.seed', 'seeds': 'train.seed'}
-# settings that change how fast a run goes, not what it computes: ignored when comparing runs
-VOLATILE = ('name', 'train.num_threads', 'train.device', 'data.cache_dir', 'data.cache')
-
-def _sections() -> dict:
-    cfg = ExperimentConfig()
-    return {f.name: type(getattr(cfg, f.name)) for f in fields(cfg) if is_dataclass(getattr(cfg, f.name))}
-
-def _kind(t) -> str:
-    t = str(t)
-    return 'list' if t.startswith('list') else 'dict' if t.startswith('dict') else 'scalar'
 
 def key_kind(key: str, where: str = 'grid') -> str:
     "'scalar', 'list' or 'dict' for a dotted config key; `DpmedError` naming the key when it is unknown."
@@ -53,18 +44,10 @@ def key_kind(key: str, where: str = 'grid') -> str:
     if len(parts) == 2: return kind
     if kind != 'dict': raise DpmedError(f"{where}: unknown key {key!r}; {parts[0]}.{parts[1]} is not a mapping")
     if key.startswith('data.phantom.') and len(parts) == 3:
-        from dpmed.phantom import PhantomSpec
         ph = {f.name: f for f in fields(PhantomSpec)}
         if parts[2] not in ph: raise DpmedError(f"{where}: unknown key {key!r}; known in data.phantom: {', '.join(ph)}")
         return _kind(ph[parts[2]].type)
     return 'scalar'
-
-def _norm(v):
-    "inf as the string 'inf' (JSON-safe), containers recursively."
-    if isinstance(v, float) and math.isinf(v): return 'inf' if v > 0 else '-inf'
-    if isinstance(v, dict): return {k: _norm(x) for k, x in v.items()}
-    if isinstance(v, list): return [_norm(x) for x in v]
-    return v
 
 def grid_settings(d: dict, where: str = 'grid') -> dict:
     "Flatten a grid mapping (without the reserved keys) to {dotted config key: value}."
@@ -93,12 +76,29 @@ def is_axis(key: str, value) -> bool:
     if key_kind(key) == 'list': return len(value) > 0 and all(isinstance(x, list) for x in value)
     return True
 
-# %% ../nbs/11a_sweep.ipynb #8d89c8a9
+# %% ../nbs/11a_sweep.ipynb #13df37f8
+def _sections() -> dict:
+    cfg = ExperimentConfig()
+    return {f.name: type(getattr(cfg, f.name)) for f in fields(cfg) if is_dataclass(getattr(cfg, f.name))}
+
+def _kind(t) -> str:
+    t = str(t)
+    return 'list' if t.startswith('list') else 'dict' if t.startswith('dict') else 'scalar'
+
+def _norm(v):
+    "inf as the string 'inf' (JSON-safe), containers recursively."
+    if isinstance(v, float) and math.isinf(v): return 'inf' if v > 0 else '-inf'
+    if isinstance(v, dict): return {k: _norm(x) for k, x in v.items()}
+    if isinstance(v, list): return [_norm(x) for x in v]
+    return v
+
+# %% ../nbs/11a_sweep.ipynb #3ba2fd0e
 SHORT = {'privacy.epsilon': 'eps', 'train.seed': 'seed', 'data.dataset': '', 'data.name': '', 'data.manifest': '',
          'model.name': '', 'model.pretrained': 'pre-'}
-PRETRAIN_PREFIX = 'pretrain:'          # model.pretrained: pretrain:NAME refers to the grid's pretraining NAME
+
 NAME_RE = r'[A-Za-z0-9][A-Za-z0-9._+-]*'
 
+# %% ../nbs/11a_sweep.ipynb #8d89c8a9
 def _fmt(v) -> str:
     if isinstance(v, float) and v == int(v) and abs(v) < 1e15: v = int(v)
     return str(v)
@@ -106,10 +106,8 @@ def _fmt(v) -> str:
 def _value_label(key: str, v) -> str:
     "Readable text of an axis value: scalars as written, lists by their items (subgroups by name), empty as 'none'."
     if key == 'data.manifest' and isinstance(v, str):
-        from dpmed.data import manifest_name
         return manifest_name(v)
     if key == 'model.pretrained':
-        from dpmed.study import pretrained_name
         return pretrained_name(v) or 'none'
     if v is None or (isinstance(v, (list, dict)) and not v): return 'none'
     if isinstance(v, (int, float, str, bool)): return _fmt(v)
@@ -123,26 +121,6 @@ def _label(key: str, v) -> str:
     short = SHORT.get(key, key.split('.')[-1])
     sep = '-' if short and short[-1] != '-' and not isinstance(v, (int, float, str, bool)) else ''
     return re.sub(r'[^A-Za-z0-9.+=-]+', '-', f"{short}{sep}{_value_label(key, v)}").strip('-') or 'x'
-
-def _pretrain_ref(value):
-    "A pretraining path a sweep resolved (.../pretrain/NAME) back to `pretrain:NAME`, so that folders compare alike."
-    if isinstance(value, str) and value and not value.startswith(PRETRAIN_PREFIX):
-        p = Path(value)
-        if p.parent.name == 'pretrain': return PRETRAIN_PREFIX + p.name
-    return value
-
-def identity(cfg: ExperimentConfig) -> dict:
-    "The config as a plain dict without the settings that do not change results."
-    d = config_to_dict(cfg)
-    d['model']['pretrained'] = _pretrain_ref(d['model'].get('pretrained'))
-    for k in VOLATILE:
-        parts = k.split('.'); cur = d
-        for p in parts[:-1]: cur = cur.get(p, {})
-        cur.pop(parts[-1], None)
-    return d
-
-def config_key(cfg: ExperimentConfig) -> str:
-    return hashlib.sha1(json.dumps(identity(cfg), sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 @dataclass
 class Run:
@@ -181,7 +159,6 @@ def _overrides(settings: dict) -> list:
 
 def _check_phantom(cfg, where: str, rname: str):
     if cfg.data.dataset.startswith('phantom'):
-        from dpmed.phantom import PhantomSpec
         try: PhantomSpec.from_dict(cfg.data.phantom)
         except DpmedError as e: raise DpmedError(f"{where}: run {rname}: {e}") from None
 
@@ -211,7 +188,7 @@ def _pretrainings(spec: dict, top: dict, cfg_path, where: str) -> dict:
             raise DpmedError(f"{w}: privacy.epsilon {own.get('privacy.epsilon')!r}: a pretraining is non-private (its data is "
                              "treated as public and is not covered by epsilon); give privacy.epsilon: inf or leave it out")
         _check_phantom(cfg, where, f"pretrain/{pn}")
-        out[str(pn)] = Run(str(pn), None, {}, ov, cfg, config_key(cfg), None, 'pretrain')
+        out[str(pn)] = Run(str(pn), None, {}, ov, cfg, identity_key(cfg), None, 'pretrain')
     return out
 
 def _link_pretrained(runs: list, pre: dict, where: str) -> dict:
@@ -229,12 +206,11 @@ def _link_pretrained(runs: list, pre: dict, where: str) -> dict:
         r.pretrain = used[pn] = pn
     return {pn: pre[pn] for pn in pre if pn in used}
 
-def expand_grid(spec: dict, where: str = 'grid', base_dir=None) -> Grid:
-    "Validate a grid mapping and expand it into runs (cartesian product of the axes, experiments outermost)."
+def _grid_header(spec, where: str, base_dir) -> tuple[str, Path | None, str, dict]:
+    "(name, config path, notebook, notebook parameters) of a grid mapping, checked."
     if spec is None or (isinstance(spec, dict) and not spec):
         raise DpmedError(f"{where}: the grid is empty; give at least one config key, e.g. 'epsilon: [inf, 8]'")
     if not isinstance(spec, dict): raise DpmedError(f"{where}: expected a mapping at the top level, got {type(spec).__name__}")
-    spec = dict(spec)
     name = str(spec.get('name') or (Path(where).stem if where != 'grid' else 'sweep'))
     if not re.fullmatch(NAME_RE, name):
         raise DpmedError(f"{where}: name {name!r}: use letters, digits and . _ + - only")
@@ -244,53 +220,79 @@ def expand_grid(spec: dict, where: str = 'grid', base_dir=None) -> Grid:
         if not cfg_path.is_absolute() and base_dir is not None: cfg_path = Path(base_dir) / cfg_path
         if not cfg_path.exists(): raise DpmedError(f"{where}: config {str(spec['config'])!r}: file not found ({cfg_path})")
         cfg_path = cfg_path.resolve()
-    notebook = str(spec.get('notebook') or 'train_eval')
     params = spec.get('parameters') or {}
     if not isinstance(params, dict): raise DpmedError(f"{where}: parameters: expected a mapping of notebook parameters, got {params!r}")
     clash = sorted(set(params) & {'config_path', 'overrides', 'run_dir', 'overwrite', 'resume'})
     if clash: raise DpmedError(f"{where}: parameters: {', '.join(clash)} are set by the sweep itself")
-    top = grid_settings({k: v for k, v in spec.items() if k not in GRID_KEYS}, where)
+    return name, cfg_path, str(spec.get('notebook') or 'train_eval'), dict(params)
+
+def _experiment_blocks(spec: dict, where: str) -> list[tuple[str | None, dict]]:
+    "(experiment name, its settings) per experiment; one unnamed block when the grid has no experiments."
     exps = spec.get('experiments')
-    if exps is not None and (not isinstance(exps, dict) or not exps):
+    if exps is None: return [(None, {})]
+    if not isinstance(exps, dict) or not exps:
         raise DpmedError(f"{where}: experiments: expected a non-empty mapping of name -> settings, got {exps!r}")
-    blocks = [(None, {})] if exps is None else []
-    for en, es in (exps or {}).items():
+    blocks = []
+    for en, es in exps.items():
         if not re.fullmatch(NAME_RE, str(en)):
             raise DpmedError(f"{where}: experiments: name {en!r}: use letters, digits and . _ + - only")
         if es is not None and not isinstance(es, dict):
             raise DpmedError(f"{where}: experiments.{en}: expected a mapping of settings, got {es!r}")
         blocks.append((str(en), grid_settings(es or {}, f"{where}: experiments.{en}")))
-    runs, axes_all = [], (['experiment'] if exps is not None else [])
-    for en, es in blocks:
-        settings = {**top, **es}
-        axes = [k for k, v in settings.items() if is_axis(k, v)]
-        axes = [k for k in axes if k != 'train.seed'] + [k for k in axes if k == 'train.seed']   # seeds vary fastest
-        for k in axes:
-            if not settings[k]:
-                raise DpmedError(f"{where}: the grid is empty: {k!r} has no values" + (f" (experiment {en})" if en else ''))
-            if k not in axes_all: axes_all.append(k)
-        for combo in itertools.product(*[settings[k] for k in axes]):
-            values = dict(zip(axes, combo))
-            fixed = {k: v for k, v in settings.items() if k not in axes}
-            parts = ([en] if en else []) + [_label(k, v) for k, v in values.items()]
-            rname = '_'.join(parts) or name
-            ov = _overrides({**fixed, **values}) + [f"name={json.dumps(rname)}"]
-            try: cfg = load_config(cfg_path, ov)
-            except DpmedError as e: raise DpmedError(f"{where}: run {rname}: {e}") from None
-            _check_phantom(cfg, where, rname)
-            runs.append(Run(rname, en, ({'experiment': en} if en else {}) | values, ov, cfg, config_key(cfg)))
-    if not runs: raise DpmedError(f"{where}: the grid is empty")
+    return blocks
+
+def _block_runs(en: str | None, settings: dict, name: str, cfg_path, where: str) -> tuple[list[Run], list[str]]:
+    "The runs of one experiment block (the product of its axes, seeds varying fastest), and its axes."
+    axes = [k for k, v in settings.items() if is_axis(k, v)]
+    axes = [k for k in axes if k != 'train.seed'] + [k for k in axes if k == 'train.seed']
+    for k in axes:
+        if not settings[k]:
+            raise DpmedError(f"{where}: the grid is empty: {k!r} has no values" + (f" (experiment {en})" if en else ''))
+    runs, fixed = [], {k: v for k, v in settings.items() if k not in axes}
+    for combo in itertools.product(*[settings[k] for k in axes]):
+        values = dict(zip(axes, combo))
+        rname = '_'.join(([en] if en else []) + [_label(k, v) for k, v in values.items()]) or name
+        ov = _overrides({**fixed, **values}) + [f"name={json.dumps(rname)}"]
+        try: cfg = load_config(cfg_path, ov)
+        except DpmedError as e: raise DpmedError(f"{where}: run {rname}: {e}") from None
+        _check_phantom(cfg, where, rname)
+        runs.append(Run(rname, en, ({'experiment': en} if en else {}) | values, ov, cfg, identity_key(cfg)))
+    return runs, axes
+
+def _unique_runs(runs: list[Run], where: str):
+    "Refuse two runs with the same identity; give runs whose different settings format alike distinct names."
     seen = {}
     for r in runs:
         if r.key in seen: raise DpmedError(f"{where}: runs {seen[r.key]} and {r.name} have the same settings")
         seen[r.key] = r.name
     names = [r.name for r in runs]
-    for r in runs:                          # different settings that format alike: make the names unique
+    for r in runs:
         if names.count(r.name) > 1:
             r.name = f"{r.name}-{r.key[:6]}"; r.overrides[-1] = f"name={json.dumps(r.name)}"
             r.config = dataclasses.replace(r.config, name=r.name)
+
+def expand_grid(spec: dict, where: str = 'grid', base_dir=None) -> Grid:
+    "Validate a grid mapping and expand it into runs (cartesian product of the axes, experiments outermost)."
+    name, cfg_path, notebook, params = _grid_header(spec, where, base_dir)
+    spec = dict(spec)
+    top = grid_settings({k: v for k, v in spec.items() if k not in GRID_KEYS}, where)
+    runs, axes_all = [], (['experiment'] if spec.get('experiments') is not None else [])
+    for en, es in _experiment_blocks(spec, where):
+        block, axes = _block_runs(en, {**top, **es}, name, cfg_path, where)
+        runs += block; axes_all += [k for k in axes if k not in axes_all]
+    if not runs: raise DpmedError(f"{where}: the grid is empty")
+    _unique_runs(runs, where)
     pre = _link_pretrained(runs, _pretrainings(spec, top, cfg_path, where), where)
-    return Grid(name, runs, axes_all, notebook, dict(params), cfg_path, None, spec, pre)
+    return Grid(name, runs, axes_all, notebook, params, cfg_path, None, spec, pre)
+
+# built-in grids by name -> 'module:function(**kwargs)' that builds them; resolved when asked for, so the
+# sweep does not import the study that is built on it
+BUILTIN_GRIDS = {'default': ('dpmed.study:default_grid', {}), 'default-quick': ('dpmed.study:default_grid', {'quick': True})}
+
+def builtin_grid(name: str) -> dict:
+    "The grid mapping of a built-in grid (`BUILTIN_GRIDS`)."
+    (mod, fn), kw = BUILTIN_GRIDS[name][0].split(':'), BUILTIN_GRIDS[name][1]
+    return getattr(importlib.import_module(mod), fn)(**kw)
 
 def load_grid(grid) -> Grid:
     "A `Grid` from a YAML file, a mapping, or a built-in name ('default', 'default-quick')."
@@ -298,34 +300,15 @@ def load_grid(grid) -> Grid:
     if isinstance(grid, dict): return expand_grid(grid)
     path = Path(grid)
     if not path.exists():
-        from dpmed.study import default_grid
-        builtin = {'default': lambda: default_grid(), 'default-quick': lambda: default_grid(quick=True)}
-        if str(grid) in builtin: return expand_grid(builtin[str(grid)](), str(grid))
-        raise DpmedError(f"{path}: grid file not found (built-in grids: {', '.join(builtin)})")
+        if str(grid) in BUILTIN_GRIDS: return expand_grid(builtin_grid(str(grid)), str(grid))
+        raise DpmedError(f"{path}: grid file not found (built-in grids: {', '.join(BUILTIN_GRIDS)})")
     try: spec = yaml.safe_load(path.read_text())
     except yaml.YAMLError as e: raise DpmedError(f"{path}: not valid YAML ({e})") from None
     g = expand_grid(spec, str(path), path.parent)
     g.path = path.resolve()
     return g
 
-# %% ../nbs/11a_sweep.ipynb #2575cb5b
-def _diff(a: dict, b: dict, prefix: str = '') -> list:
-    out = []
-    for k in sorted(set(a) | set(b)):
-        x, y = a.get(k, '<absent>'), b.get(k, '<absent>')
-        if isinstance(x, dict) and isinstance(y, dict): out += _diff(x, y, f"{prefix}{k}.")
-        elif x != y: out.append(f"{prefix}{k}: {x!r} in the folder, {y!r} in the grid")
-    return out
-
-def finished(out, name: str) -> bool:
-    return (Path(out) / name / 'metrics.json').exists()
-
-def run_config(run_dir) -> ExperimentConfig:
-    "The config a finished run was trained with (defaults filled in for fields added since)."
-    p = Path(run_dir) / 'config.yaml'
-    try: return config_from_dict(yaml.safe_load(p.read_text()), str(p))
-    except (OSError, yaml.YAMLError) as e: raise DpmedError(f"{p}: cannot be read ({e})") from None
-
+# %% ../nbs/11a_sweep.ipynb #9a43f9f9
 def check_folder(grid: Grid, out) -> None:
     "Refuse a folder that holds results of another grid; nothing is changed."
     out = Path(out)
@@ -339,7 +322,7 @@ def check_folder(grid: Grid, out) -> None:
     bad = []
     for folder, r in [(out / 'pretrain', r) for r in grid.pretrain.values()] + [(out, r) for r in grid.runs]:
         if finished(folder, r.name):
-            d = _diff(identity(run_config(folder / r.name)), identity(r.config))
+            d = _diff(run_identity(run_config(folder / r.name)), run_identity(r.config))
             name = f"pretrain/{r.name}" if folder != out else r.name
             if d: bad.append(f"{name} ({'; '.join(d[:3])}{'; ...' if len(d) > 3 else ''})")
     if bad:
@@ -354,17 +337,27 @@ def write_sweep_json(grid: Grid, out) -> Path:
                                                  'pretrain': [f'pretrain/{n}' for n in grid.pretrain],
                                                  'spec': grid.spec})
 
-# %% ../nbs/11a_sweep.ipynb #c51d5b0c
-HEARTBEAT_SECONDS = 30
-STALE_SECONDS = 600
+# %% ../nbs/11a_sweep.ipynb #2575cb5b
+def _diff(a: dict, b: dict, prefix: str = '') -> list:
+    out = []
+    for k in sorted(set(a) | set(b)):
+        x, y = a.get(k, '<absent>'), b.get(k, '<absent>')
+        if isinstance(x, dict) and isinstance(y, dict): out += _diff(x, y, f"{prefix}{k}.")
+        elif x != y: out.append(f"{prefix}{k}: {x!r} in the folder, {y!r} in the grid")
+    return out
 
-def _alive(info: dict, mtime: float) -> bool:
-    if time.time() - mtime > STALE_SECONDS: return False
-    if info.get('host') != socket.gethostname(): return True
-    try: os.kill(int(info.get('pid', -1)), 0)
-    except ProcessLookupError: return False
-    except (PermissionError, ValueError, OverflowError): return True
-    return True
+def finished(out, name: str) -> bool:
+    "Whether run `name` under folder `out` finished (`RunDir.finished`)."
+    return RunDir(Path(out) / name).finished
+
+def run_config(run_dir) -> ExperimentConfig:
+    "The config a finished run was trained with (defaults filled in for fields added since)."
+    return RunDir(run_dir).config()
+
+# %% ../nbs/11a_sweep.ipynb #bcbe35c0
+HEARTBEAT_SECONDS = 30
+
+STALE_SECONDS = 600
 
 def lock_holder(lock: Path) -> dict | None:
     "The live holder of a lock ({pid, host, started}), or None when free or stale."
@@ -405,9 +398,6 @@ def leftovers(out: Path, name: str) -> list:
     pat = re.compile(rf"^\.{re.escape(name)}\.([A-Za-z0-9_]{{8}}\.partial|running\.ipynb|failed\.ipynb)$")
     return [p for p in out.iterdir() if pat.match(p.name)] if out.exists() else []
 
-def _remove(p: Path):
-    shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
-
 @contextlib.contextmanager
 def thread_env(threads: int | None):
     """Every thread pool of a run's kernel (OpenMP, MKL, OpenBLAS) at the run's `train.num_threads` while it starts.
@@ -442,7 +432,7 @@ def execute_run(out, name: str, overrides: list, config_path=None, notebook: str
             prev = read_json(fdir / 'error.json') if (fdir / 'error.json').exists() else {}
             fdir.mkdir(parents=True, exist_ok=True)
             nb = out / f".{name}.failed.ipynb"
-            if nb.exists(): os.replace(nb, fdir / 'notebook.ipynb'); msg = msg.replace(str(nb), str(fdir / 'notebook.ipynb'))
+            if nb.exists(): os.replace(nb, RunDir(fdir).notebook_file); msg = msg.replace(str(nb), str(RunDir(fdir).notebook_file))
             write_json(fdir / 'error.json', {'run': name, 'error': msg, 'exception': type(e).__name__,
                                              'ename': getattr(e, 'ename', ''), 'seconds': time.time() - t0,
                                              'attempts': prev.get('attempts', 0) + 1, 'finished_at': time.time(),
@@ -453,6 +443,18 @@ def execute_run(out, name: str, overrides: list, config_path=None, notebook: str
     finally:
         for p in leftovers(out, name): _remove(p)
         lock.unlink(missing_ok=True)
+
+# %% ../nbs/11a_sweep.ipynb #c51d5b0c
+def _alive(info: dict, mtime: float) -> bool:
+    if time.time() - mtime > STALE_SECONDS: return False
+    if info.get('host') != socket.gethostname(): return True
+    try: os.kill(int(info.get('pid', -1)), 0)
+    except ProcessLookupError: return False
+    except (PermissionError, ValueError, OverflowError): return True
+    return True
+
+def _remove(p: Path):
+    shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
 
 # %% ../nbs/11a_sweep.ipynb #5180ee74
 def parse_shard(s) -> tuple:
@@ -470,27 +472,7 @@ def shard_runs(runs: list, shard) -> list:
     i, n = parse_shard(shard)
     return [r for k, r in enumerate(runs) if k % n == i - 1]
 
-# %% ../nbs/11a_sweep.ipynb #7aea4991
-def results_table(grid: Grid, out, pretrain: bool = False) -> pd.DataFrame | None:
-    """One row per finished run of `grid` in `out`, grid values first, with its `stage` (single: from scratch,
-    finetune) and `pretrained` (the pretraining's name, or ''); None when none has finished.
-    `pretrain=True`: the table of the pretrainings instead (stage pretrain), kept apart so figures never mix them in."""
-    out = Path(out); rows = []
-    todo = [(out / 'pretrain', r) for r in grid.pretrain.values()] if pretrain else [(out, r) for r in grid.runs]
-    for folder, r in todo:
-        if not finished(folder, r.name): continue
-        row = run_row(folder / r.name, out)
-        rows.append({'run': r.name, **{k: r.values.get(k) for k in grid.axes}, 'stage': r.stage,
-                     **{k: v for k, v in row.items() if k != 'run'}})
-    return pd.DataFrame(rows) if rows else None
-
-def _duration(run_dir: Path):
-    "Wall time of a finished run: papermill's record in the executed notebook, else the training time."
-    try: return float(read_json(run_dir / 'notebook.ipynb')['metadata']['papermill']['duration'])
-    except Exception:
-        with contextlib.suppress(Exception): return float(read_json(run_dir / 'metrics.json')['train_seconds'])
-    return None
-
+# %% ../nbs/11a_sweep.ipynb #452d55d7
 def status_table(grid: Grid, out, shard=None) -> pd.DataFrame:
     out = Path(out); mine_runs = shard_runs(grid.runs, shard); rows = []
     mine = {r.name for r in mine_runs} | {f"pretrain/{r.pretrain}" for r in mine_runs if r.pretrain}
@@ -513,11 +495,28 @@ def write_tables(grid: Grid, out, shard=None) -> pd.DataFrame | None:
     atomic_write_text(out / 'status.csv', status_table(grid, out, shard).to_csv(index=False))
     return df
 
-# %% ../nbs/11a_sweep.ipynb #58211bb2
-def _hms(s: float) -> str:
-    s = int(round(s)); h, r = divmod(s, 3600); m, s = divmod(r, 60)
-    return f"{h}h{m:02d}m" if h else f"{m}m{s:02d}s" if m else f"{s}s"
+# %% ../nbs/11a_sweep.ipynb #7aea4991
+def results_table(grid: Grid, out, pretrain: bool = False) -> pd.DataFrame | None:
+    """One row per finished run of `grid` in `out`, grid values first, with its `stage` (single: from scratch,
+    finetune) and `pretrained` (the pretraining's name, or ''); None when none has finished.
+    `pretrain=True`: the table of the pretrainings instead (stage pretrain), kept apart so figures never mix them in."""
+    out = Path(out); rows = []
+    todo = [(out / 'pretrain', r) for r in grid.pretrain.values()] if pretrain else [(out, r) for r in grid.runs]
+    for folder, r in todo:
+        if not finished(folder, r.name): continue
+        row = run_row(folder / r.name, out)
+        rows.append({'run': r.name, **{k: r.values.get(k) for k in grid.axes}, 'stage': r.stage,
+                     **{k: v for k, v in row.items() if k != 'run'}})
+    return pd.DataFrame(rows) if rows else None
 
+def _duration(run_dir: Path):
+    "Wall time of a finished run: papermill's record in the executed notebook, else the training time."
+    try: return float(read_json(RunDir(run_dir).notebook_file)['metadata']['papermill']['duration'])
+    except Exception:
+        with contextlib.suppress(Exception): return float(RunDir(run_dir).metrics()['train_seconds'])
+    return None
+
+# %% ../nbs/11a_sweep.ipynb #9e7d78bc
 class Progress:
     def __init__(self, total: int, jobs: int, enabled: bool = True, stream=None):
         self.total, self.jobs, self.enabled = total, jobs, enabled
@@ -546,6 +545,26 @@ class Progress:
               f"done {self.done}, failed {self.failed}, remaining {self.remaining} | elapsed {_hms(time.time() - self.t0)}, "
               f"{self.eta()}", file=self.stream, flush=True)
 
+# %% ../nbs/11a_sweep.ipynb #58211bb2
+def _hms(s: float) -> str:
+    s = int(round(s)); h, r = divmod(s, 3600); m, s = divmod(r, 60)
+    return f"{h}h{m:02d}m" if h else f"{m}m{s:02d}s" if m else f"{s}s"
+
+# %% ../nbs/11a_sweep.ipynb #4c6a01bd
+def run_cost(cfg: ExperimentConfig) -> float:
+    "A rough relative cost of a run (pixels x epochs, x3 for DP-SGD), to start the longest runs first."
+    dims = 3 if cfg.model.name.endswith('3d') else 2
+    return cfg.data.n_patients * cfg.data.image_size ** dims * cfg.train.epochs * (3 if cfg.privacy.private else 1)
+
+def resolve_pretrained(r: Run, out) -> Run:
+    "A fine-tune with `model.pretrained: pretrain:NAME` pointed at the pretraining's run directory OUT/pretrain/NAME."
+    if not r.pretrain: return r
+    path = str((Path(out) / 'pretrain' / r.pretrain).resolve())
+    ov = [o for o in r.overrides if not o.startswith('model.pretrained=')]
+    ov.insert(len(ov) - 1, f"model.pretrained={json.dumps(path)}")          # before name=..., which stays last
+    cfg = dataclasses.replace(r.config, model=dataclasses.replace(r.config.model, pretrained=path))
+    return dataclasses.replace(r, overrides=ov, config=cfg)
+
 # %% ../nbs/11a_sweep.ipynb #813e74dd
 @dataclass
 class SweepResult:
@@ -562,25 +581,11 @@ def _init_worker(threads: int):
 def _cpus() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else os.cpu_count() or 1
 
-def run_cost(cfg: ExperimentConfig) -> float:
-    "A rough relative cost of a run (pixels x epochs, x3 for DP-SGD), to start the longest runs first."
-    dims = 3 if cfg.model.name.endswith('3d') else 2
-    return cfg.data.n_patients * cfg.data.image_size ** dims * cfg.train.epochs * (3 if cfg.privacy.private else 1)
-
 def _summary(out: Path, name: str) -> str:
     try:
-        m = read_json(out / name / 'metrics.json'); e = m['epsilon']
+        m = RunDir(out / name).metrics(); e = m['epsilon']
         return f"  AUROC {m['auroc_mean']:.3f}  eps {e if isinstance(e, str) else f'{e:.2f}'}"
     except Exception: return ''
-
-def resolve_pretrained(r: Run, out) -> Run:
-    "A fine-tune with `model.pretrained: pretrain:NAME` pointed at the pretraining's run directory OUT/pretrain/NAME."
-    if not r.pretrain: return r
-    path = str((Path(out) / 'pretrain' / r.pretrain).resolve())
-    ov = [o for o in r.overrides if not o.startswith('model.pretrained=')]
-    ov.insert(len(ov) - 1, f"model.pretrained={json.dumps(path)}")          # before name=..., which stays last
-    cfg = dataclasses.replace(r.config, model=dataclasses.replace(r.config.model, pretrained=path))
-    return dataclasses.replace(r, overrides=ov, config=cfg)
 
 def _execute_all(tasks: list, jobs: int, args, handle, wait_for_busy: bool, poll_seconds: float) -> None:
     """Execute (folder, run, label) tasks, in a pool of `jobs` processes when jobs > 1; then wait for those another
@@ -666,7 +671,6 @@ def run_sweep(grid, out=None, jobs: int = 1, shard=None, progress: bool = True, 
               f"; results: {out / 'results.csv'}", file=sys.stderr, flush=True)
     return SweepResult(grid, out, df, [r.name for r in mine if finished(out, r.name)], failed, ran)
 
-
 # %% ../nbs/11a_sweep.ipynb #ba68fe4a
 def merge_sweeps(grid, out, sources, progress: bool = True) -> SweepResult:
     "Combine the finished runs of `grid` from `sources` (shard folders) into `out` and write its tables."
@@ -683,7 +687,7 @@ def merge_sweeps(grid, out, sources, progress: bool = True) -> SweepResult:
         have = [s for s in sources if finished(s / sub, r.name)]
         if finished(out / sub, r.name) or not have: continue
         for s in have[1:]:
-            a, b = read_json(have[0] / name / 'metrics.json'), read_json(s / name / 'metrics.json')
+            a, b = RunDir(have[0] / name).metrics(), RunDir(s / name).metrics()
             if a.get('auroc') != b.get('auroc'):
                 raise DpmedError(f"{name}: finished in {have[0]} and {s} with different results; "
                                  "keep one of them (nothing was copied)")

@@ -4,7 +4,7 @@
 
 # %% ../nbs/09_train.ipynb #df09bd42
 from __future__ import annotations
-import copy, math, os, time, warnings
+import copy, math, os, random, time, warnings
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,36 +17,27 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from .core import DpmedError, seed_everything, resolve_device
-from .config import ExperimentConfig, config_to_yaml
-from .imageset import ImageSet, ArrayDataset, assign_subgroups
+from .config import ExperimentConfig, identity_key
+from .imageset import ImageSet, ArrayDataset
 from .models import build_model
 from .metrics import auroc
 from .accounting import calibrate_sigma, epsilon as spent_epsilon, privacy_report, privacy_paragraph
-from .dpsgd import (PerSampleBCE, PoissonSampler, ShuffleSampler, PatientIndex, make_private, empty_step,
-                         check_grad_sample_mode, resolve_unit)
+from .dpsgd import (PerSampleBCE, PoissonSampler, ShuffleSampler, PatientIndex, PrivateParts, make_private,
+                         empty_step, check_grad_sample_mode, resolve_unit, secure_generator)
+from .datasets import load_dataset
 
 # %% auto #0
-__all__ = ['POS_WEIGHT_TRAIN_NOTE', 'STREAMS', 'REPRODUCIBLE_NOISE_NOTE', 'RNG_NOTE', 'CHECKPOINT', 'LEDGER', 'TB_DIR', 'LOG',
-           'load_imageset', 'make_train_loader', 'logical_batches', 'make_optimizer', 'make_scheduler', 'pos_weight',
-           'class_weights', 'unwrap', 'predict_logits', 'predict', 'Dist', 'init_distributed', 'params_checksum',
-           'os_entropy_seed', 'stream_seeds', 'make_generators', 'privacy_unit_record', 'ledger_steps', 'TrainResult',
-           'train']
+__all__ = ['load_imageset', 'make_train_loader', 'logical_batches', 'unwrap', 'predict_logits', 'predict', 'Dist',
+           'init_distributed', 'Setup', 'set_up', 'Engine', 'privatise', 'TrainState', 'make_checkpoint',
+           'ledger_steps', 'unaccounted_history', 'restore', 'take_step', 'run_epoch', 'end_epoch', 'TrainResult',
+           'finish', 'train']
 
 # %% ../nbs/09_train.ipynb #1d6d41f2
 def load_imageset(cfg: ExperimentConfig) -> ImageSet:
     "All splits of the configured dataset (by name, from the dataset registry), labels selected, subgroup columns added."
-    from dpmed.datasets import load_dataset        # local: the registry imports the data and adapter chapters
     return load_dataset(cfg.data)
 
 # %% ../nbs/09_train.ipynb #4b4b9c75
-def _split_batches(loader, size: int):
-    "Yield (x, y, weight, is_last) physical batches of each logical batch; weights sum to 1 per logical batch."
-    for x, y in loader:
-        n = len(x)
-        if n == 0: continue
-        for i in range(0, n, size):
-            yield x[i:i + size], y[i:i + size], min(size, n - i) / n, i + size >= n
-
 def make_train_loader(ds, cfg: ExperimentConfig, generator: torch.Generator, rank: int = 0, world_size: int = 1,
                       patients: PatientIndex | None = None, pick_generator: torch.Generator | None = None):
     """A loader of logical batches over `ds`: Poisson (as DP-SGD's accounting assumes) or shuffled, driven by
@@ -59,10 +50,6 @@ def make_train_loader(ds, cfg: ExperimentConfig, generator: torch.Generator, ran
                ShuffleSampler(n, cfg.train.batch_size, generator, rank, world_size, patients, pick_generator))
     return torch.utils.data.DataLoader(ds, batch_sampler=sampler, num_workers=0)
 
-def _nonprivate_view(loader, cfg):
-    "Kept for compatibility: the loader of `make_train_loader` is already the one both paths use."
-    return loader
-
 def logical_batches(ds, sampler, physical: int):
     """Yield, per logical batch, a list of physical (x, y) batches loaded lazily (a generator), and the
     number of records in the global logical batch (all ranks)."""
@@ -71,7 +58,7 @@ def logical_batches(ds, sampler, physical: int):
         chunks = [idx[i:i + physical] for i in range(0, len(idx), physical)]
         yield (collate([ds[i] for i in c]) for c in chunks), len(chunks), len(idx)
 
-# %% ../nbs/09_train.ipynb #1a0026d4
+# %% ../nbs/09_train.ipynb #3c1d069c
 def make_optimizer(params, cfg: ExperimentConfig):
     t = cfg.train
     if t.optimizer == 'nadam': return torch.optim.NAdam(params, lr=t.lr, weight_decay=t.weight_decay)
@@ -101,6 +88,7 @@ def class_weights(cfg: ExperimentConfig, train_set: ImageSet, val_set: ImageSet)
     if cfg.train.pos_weight == 'none': return None
     return pos_weight((val_set if cfg.train.pos_weight == 'val' else train_set).labels)
 
+# %% ../nbs/09_train.ipynb #1a0026d4
 def unwrap(model: nn.Module) -> nn.Module:
     "The plain network inside an Opacus GradSampleModule and/or a (DP-)DDP wrapper (or the model itself)."
     while True:
@@ -160,7 +148,7 @@ def _all_same(t: torch.Tensor, dist: Dist) -> bool:
     td.all_reduce(lo, td.ReduceOp.MIN); td.all_reduce(hi, td.ReduceOp.MAX)
     return bool(torch.equal(lo, hi))
 
-def params_checksum(model: nn.Module) -> torch.Tensor:
+def _params_checksum(model: nn.Module) -> torch.Tensor:
     "A vector fingerprint of the weights (sum and weighted sum per tensor), for replica-sync checks."
     ps = [p.detach().double() for p in unwrap(model).parameters()]
     return torch.stack([torch.stack([p.sum(), (p.reshape(-1) * torch.arange(1, p.numel() + 1, device=p.device,
@@ -219,11 +207,166 @@ def privacy_unit_record(cfg: ExperimentConfig, unit: str | None, patients: Patie
     elif not p.secure_mode: notes.append(RNG_NOTE)
     return f, notes
 
-# %% ../nbs/09_train.ipynb #df388fbc
-CHECKPOINT, LEDGER, TB_DIR, LOG = 'checkpoint.pt', 'steps.ledger', 'tensorboard', 'train_log.csv'
+# %% ../nbs/09_train.ipynb #c68d4580
+@dataclass
+class Setup:
+    "What set-up produced: where the run runs, its data and streams, and the model before privacy is added."
+    cfg: ExperimentConfig
+    dist: Dist
+    device: torch.device
+    amp: bool                              # bfloat16 autocast (CUDA only)
+    data: ImageSet
+    train_set: ImageSet
+    val_set: ImageSet
+    test_set: ImageSet
+    dataset: ArrayDataset                  # the training split as the loader reads it
+    patients: PatientIndex
+    unit: str | None                       # the privacy unit (patient | image); None when not private
+    gens: dict                             # sample_gen, pick_gen, noise_gen (None when not private)
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: object
+    sampler: object                        # the batch sampler of logical batches
+    criterion: nn.Module
+    @property
+    def steps_per_epoch(self) -> int: return len(self.sampler)
+    @property
+    def q(self) -> float: return 1 / self.steps_per_epoch
+    @property
+    def private(self) -> bool: return self.cfg.privacy.private
 
-def ledger_steps(work_dir) -> list[tuple[float, float]]:
-    "(sigma, q) of every step ever begun, from the ledger (a torn last line counts as a step)."
+def _configure_torch(cfg: ExperimentConfig, dist: Dist) -> tuple[torch.device, bool]:
+    "(device, amp): thread count, device, determinism and mixed precision as configured; refuses a gradient mode that cannot run."
+    t, p = cfg.train, cfg.privacy
+    if t.num_threads: torch.set_num_threads(t.num_threads)
+    device = _device(cfg, dist)
+    if t.deterministic:
+        os.environ.setdefault('CUBLAS_WORKSPACE_CONFIG', ':4096:8')
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.backends.cudnn.benchmark = False
+    amp = t.amp and device.type == 'cuda'
+    if t.amp and not amp and dist.main: warnings.warn('train.amp: mixed precision needs a CUDA device; training in float32')
+    if p.private: check_grad_sample_mode(p.grad_sample_mode, distributed=dist.on, secure_mode=p.secure_mode, amp=amp,
+                                          model_name=cfg.model.name)
+    return device, amp
+
+def _claim_work_dir(cfg: ExperimentConfig, work_dir: Path | None, resume: bool, dist: Dist):
+    "Create the working folder and record the run's identity there; a resume must bring the same identity."
+    if work_dir is None: return
+    key_file, key = work_dir / CONFIG_KEY, identity_key(cfg)
+    if resume and key_file.exists() and key_file.read_text() != key:
+        raise DpmedError(f"{work_dir}: the interrupted attempt there was started with a different config; resume it "
+                         "with the same config, or start over (--overwrite)")
+    if dist.main and (not resume or not key_file.exists()):
+        work_dir.mkdir(parents=True, exist_ok=True); key_file.write_text(key)
+
+def set_up(cfg: ExperimentConfig, data: ImageSet | None = None, work_dir: Path | None = None,
+           resume: bool = False) -> Setup:
+    """Everything before privacy: processes, device, working folder, data, the four random streams, and the
+    model, optimizer, schedule, sampler and loss. The order of random draws is fixed (init, then sampling)."""
+    t, p = cfg.train, cfg.privacy
+    dist = init_distributed(t.device)
+    device, amp = _configure_torch(cfg, dist)
+    _claim_work_dir(cfg, work_dir, resume, dist)
+    data = data if data is not None else load_imageset(cfg)
+    tr, va, te = data.split('train'), data.split('val'), data.split('test')
+    patients = PatientIndex(tr.meta['patient_id'])
+    unit = resolve_unit(p.unit, tr.meta['patient_id']) if p.private else None
+    init_seed, gens = make_generators(t.seed, device, p.private and not p.secure_mode, p.reproducible_noise)
+    seed_everything(init_seed)
+    model = build_model(cfg.model, len(data.label_names)).to(device)
+    optimizer = make_optimizer(model.parameters(), cfg)
+    ds = ArrayDataset.from_imageset(tr)
+    loader = make_train_loader(ds, cfg, gens['sample_gen'], dist.rank, dist.world_size,
+                               patients if unit == 'patient' else None, gens['pick_gen'])
+    return Setup(cfg, dist, device, amp, data, tr, va, te, ds, patients, unit, gens, model, optimizer,
+                 make_scheduler(optimizer, cfg), loader.batch_sampler, PerSampleBCE(class_weights(cfg, tr, va)).to(device))
+
+# %% ../nbs/09_train.ipynb #1b87215a
+@dataclass
+class Engine:
+    "What privatising produced: the model, optimizer and loss that steps run through (Opacus-wrapped when private)."
+    model: nn.Module
+    optimizer: torch.optim.Optimizer       # the one that steps: Opacus' DPOptimizer when private
+    loss_fn: nn.Module
+    parts: PrivateParts | None = None      # make_private's result (accountant, gradient mode); None when not private
+    sigma: float | None = None             # the noise multiplier
+    @property
+    def history(self) -> list | None:
+        "The accountant's (sigma, q, steps) history; None when not private."
+        return self.parts.accountant.history if self.parts is not None else None
+
+def _calibrated_sigma(s: Setup) -> float:
+    "The configured noise multiplier, or the one that spends exactly the target epsilon over all planned steps."
+    p = s.cfg.privacy
+    return p.noise_multiplier or calibrate_sigma(p.epsilon, p.delta, sample_rate=s.q, epochs=s.cfg.train.epochs,
+                                                 accountant=p.accountant)
+
+def privatise(s: Setup) -> Engine:
+    """Calibrate sigma, wrap for several processes, and hand model, optimizer and loss to Opacus' `make_private`
+    (through `dpmed.dpsgd`). Non-private runs only sync the initial weights across processes."""
+    p = s.cfg.privacy
+    if not s.private:
+        if s.dist.on:
+            for prm in s.model.parameters(): td.broadcast(prm.data, 0)
+        return Engine(s.model, s.optimizer, s.criterion)
+    sigma, model = _calibrated_sigma(s), s.model
+    if s.dist.on:
+        from opacus.distributed import DifferentiallyPrivateDistributedDataParallel as DPDDP
+        model = DPDDP(model)
+    parts = make_private(model, s.optimizer, s.criterion, grad_sample_mode=p.grad_sample_mode, noise_multiplier=sigma,
+                         max_grad_norm=p.max_grad_norm, sample_rate=s.q,
+                         expected_batch_size=s.sampler.n * s.q / s.dist.world_size, accountant=p.accountant,
+                         noise_generator=s.gens['noise_gen'], secure_mode=p.secure_mode, distributed=s.dist.on, amp=s.amp)
+    if p.secure_mode:       # a CSPRNG for the sampler and the image pick too (not restorable: resume is not bit-exact)
+        s.sampler.generator, s.sampler.pick_generator = secure_generator(), secure_generator()
+        s.gens.update(sample_gen=None, pick_gen=None)
+    return Engine(parts.model, parts.optimizer, parts.criterion, parts, sigma)
+
+# %% ../nbs/09_train.ipynb #e75ac0d5
+CHECKPOINT, LEDGER, TB_DIR, LOG, CONFIG_KEY = 'checkpoint.pt', 'steps.ledger', 'tensorboard', 'train_log.csv', 'config.key'
+
+# %% ../nbs/09_train.ipynb #7bffaf6d
+@dataclass
+class TrainState:
+    "Where training stands: what every checkpoint, per-epoch or final, records besides weights and optimizer."
+    rows: list = field(default_factory=list)   # the training log, one dict per finished epoch
+    best: tuple = (-math.inf, 0)               # (validation AUROC, epoch) of the best epoch so far
+    best_state: dict | None = None             # that epoch's weights
+    steps: int = 0                             # logical steps taken (accounted or not)
+    epoch: int = 0                             # the last finished epoch
+    resumes: list = field(default_factory=list)
+
+def make_checkpoint(s: Setup, e: Engine, st: TrainState, rng: dict | None = None) -> dict:
+    """The one checkpoint layout. Per epoch it also holds the RNG states (`rng`) for an exact resume; the final
+    one, released in the run directory, holds none (see "Random streams")."""
+    ck = {'model_last': unwrap(e.model).state_dict(), 'optimizer': s.optimizer.state_dict(),
+          'scheduler': s.scheduler.state_dict() if s.scheduler is not None else None,
+          'history': list(e.history) if e.history is not None else None, 'rows': list(st.rows), 'best': list(st.best),
+          'model': st.best_state, 'steps': st.steps, 'epoch': st.epoch, 'resumes': list(st.resumes),
+          'config_key': identity_key(s.cfg)}
+    if rng is not None: ck['rng'] = rng
+    return ck
+
+def _torch_save_atomic(obj, path: Path):
+    tmp = path.with_name(f'.{path.name}.tmp')
+    torch.save(obj, tmp); os.replace(tmp, path)
+
+def _rng_state(gens: dict) -> dict:
+    st = {'torch': torch.get_rng_state(), 'numpy': np.random.get_state(), 'python': random.getstate()}
+    if torch.cuda.is_available(): st['cuda'] = torch.cuda.get_rng_state_all()
+    st.update({k: g.get_state() for k, g in gens.items() if g is not None and hasattr(g, 'get_state')})
+    return st
+
+def _set_rng_state(st: dict, gens: dict):
+    torch.set_rng_state(st['torch']); np.random.set_state(st['numpy']); random.setstate(st['python'])
+    if 'cuda' in st and torch.cuda.is_available(): torch.cuda.set_rng_state_all(st['cuda'])
+    for k, g in gens.items():
+        if g is not None and k in st and hasattr(g, 'set_state'): g.set_state(st[k])
+
+# %% ../nbs/09_train.ipynb #2d419264
+def ledger_steps(work_dir) -> list[tuple[float, float] | None]:
+    "(sigma, q) of every step ever begun, from the ledger; a torn last line counts as a step (None)."
     p = Path(work_dir) / LEDGER
     if not p.exists(): return []
     out = []
@@ -233,25 +376,203 @@ def ledger_steps(work_dir) -> list[tuple[float, float]]:
         except (IndexError, ValueError): out.append(None)      # torn write: a step began; sigma/q from context
     return out
 
-def _torch_save_atomic(obj, path: Path):
-    tmp = path.with_name(f'.{path.name}.tmp')
-    torch.save(obj, tmp); os.replace(tmp, path)
+def unaccounted_history(ledger: list, accounted: int, sigma: float, q: float) -> list[tuple[float, float, int]]:
+    """Accountant entries (sigma, q, n) for the ledger's steps beyond the first `accounted`: steps taken after the
+    last checkpoint and lost with the process. Grouped by (sigma, q) in order of appearance; a torn line counts
+    at the run's own (`sigma`, `q`)."""
+    lost = {}
+    for entry in ledger[accounted:]:
+        key = entry if entry is not None else (sigma, q)
+        lost[key] = lost.get(key, 0) + 1
+    return [(s_, q_, n) for (s_, q_), n in lost.items()]
 
-def _rng_state(gens: dict) -> dict:
-    import random
-    st = {'torch': torch.get_rng_state(), 'numpy': np.random.get_state(), 'python': random.getstate()}
-    if torch.cuda.is_available(): st['cuda'] = torch.cuda.get_rng_state_all()
-    st.update({k: g.get_state() for k, g in gens.items() if g is not None and hasattr(g, 'get_state')})
+# %% ../nbs/09_train.ipynb #dbd8a771
+def _load_checkpoint(s: Setup, e: Engine, path: Path) -> TrainState:
+    "Model, optimizer, schedule, accountant history and RNG states from a per-epoch checkpoint; the state it records."
+    ck = torch.load(path, map_location='cpu', weights_only=False)
+    if ck['config_key'] != identity_key(s.cfg):
+        raise DpmedError(f"{path}: the checkpoint was written by a different config; resume it with the "
+                         "same config, or start over (--overwrite)")
+    unwrap(e.model).load_state_dict(ck['model_last'])
+    s.optimizer.load_state_dict(ck['optimizer'])
+    if s.scheduler is not None and ck['scheduler'] is not None: s.scheduler.load_state_dict(ck['scheduler'])
+    if e.parts is not None: e.parts.accountant.history = [tuple(h) for h in ck['history']]
+    _set_rng_state(ck['rng'], s.gens)
+    return TrainState(ck['rows'], tuple(ck['best']), ck['model'], ck['steps'], ck['epoch'], ck.get('resumes', []))
+
+def _accounted_steps(e: Engine, st: TrainState) -> int:
+    "Steps the accountant knows of (private), or steps taken (not private)."
+    return sum(h[2] for h in e.history) if e.history is not None else st.steps
+
+def restore(s: Setup, e: Engine, work_dir: Path | None, resume: bool) -> TrainState:
+    """The state to start from: fresh, or (`resume`) the working folder's last checkpoint, with every step the
+    ledger shows beyond it added to the accountant. Refuses to start afresh over an interrupted attempt."""
+    if not resume or work_dir is None:
+        if work_dir is not None and s.dist.main and (work_dir / LEDGER).exists():
+            raise DpmedError(f"{work_dir}: holds an interrupted attempt of this run (steps already taken); resume it "
+                             "(--resume) or start over (--overwrite)")
+        return TrainState()
+    path = work_dir / CHECKPOINT
+    st = _load_checkpoint(s, e, path) if path.exists() else TrainState()
+    ledger = ledger_steps(work_dir)           # every rank reads it (one machine, shared folder)
+    accounted = _accounted_steps(e, st)
+    lost = len(ledger) - accounted
+    if lost > 0 and e.parts is not None:
+        e.parts.accountant.history = list(e.history) + unaccounted_history(ledger, accounted, e.sigma, s.q)
+    if path.exists() or lost > 0:
+        st.resumes = st.resumes + [{'from_epoch': st.epoch, 'steps_lost': max(lost, 0), 'time': time.time()}]
     return st
 
-def _set_rng_state(st: dict, gens: dict):
-    import random
-    torch.set_rng_state(st['torch']); np.random.set_state(st['numpy']); random.setstate(st['python'])
-    if 'cuda' in st and torch.cuda.is_available(): torch.cuda.set_rng_state_all(st['cuda'])
-    for k, g in gens.items():
-        if g is not None and k in st and hasattr(g, 'set_state'): g.set_state(st[k])
+# %% ../nbs/09_train.ipynb #a4e15815
+def _global_count(n_local: int, dist: Dist) -> int:
+    "Records in the logical batch over all processes."
+    if not dist.on: return n_local
+    nt = torch.tensor([n_local], dtype=torch.int64); td.all_reduce(nt)
+    return int(nt)
 
-# %% ../nbs/09_train.ipynb #6efbaa4f
+def _backward(loss):
+    with warnings.catch_warnings():   # Opacus' hooks on the first layer, whose input needs no grad
+        warnings.filterwarnings('ignore', message='.*Full backward hook is firing.*')
+        loss.backward()
+
+def take_step(s: Setup, e: Engine, chunks, n_chunks: int, n_local: int, n_global: int) -> list[float]:
+    """One logical step over its physical chunks; returns the chunks' losses. Private: Opacus accumulates the
+    clipped per-sample gradients of every chunk and noises and steps once, after the last. Not private: the
+    chunks' mean losses are weighted by their share of the global batch, summed over processes, and stepped."""
+    private, autocast = s.private, (lambda: torch.autocast('cuda', dtype=torch.bfloat16)) if s.amp else nullcontext
+    if n_local == 0:                      # this process drew no record: its share of the step is empty
+        if private: empty_step(e.parts)
+        else:
+            for prm in e.model.parameters(): prm.grad = torch.zeros_like(prm)
+    losses = []
+    for k, (x, y) in enumerate(chunks):
+        x, y = x.to(s.device, non_blocking=True), y.to(s.device, non_blocking=True)
+        with autocast(): out = e.model(x)
+        loss = e.loss_fn(out.float(), y)
+        _backward(loss if private else loss * (len(x) / n_global))
+        losses.append(loss.item())
+        if private:
+            e.optimizer.signal_skip_step(do_skip=k < n_chunks - 1)
+            e.optimizer.step(); e.optimizer.zero_grad(set_to_none=True)
+    if not private:
+        if s.dist.on:
+            for prm in e.model.parameters():
+                if prm.grad is not None: td.all_reduce(prm.grad)
+        e.optimizer.step(); e.optimizer.zero_grad(set_to_none=True)
+    return losses
+
+# %% ../nbs/09_train.ipynb #3ac5ea05
+class Outputs:
+    """What a training writes while it runs, opened and closed together: the step ledger (before every step),
+    TensorBoard events and the progress bar. Only the main process writes."""
+    def __init__(self, s: Setup, st: TrainState, work_dir: Path | None, resume: bool, progress: bool):
+        main, t = s.dist.main, s.cfg.train
+        self.writer = None
+        if t.tensorboard and work_dir is not None and main:
+            try:
+                from torch.utils.tensorboard import SummaryWriter   # local: tensorboard is optional
+                self.writer = SummaryWriter(str(work_dir / TB_DIR), purge_step=st.steps + 1 if resume else None)
+            except ImportError:
+                warnings.warn('train.tensorboard: the tensorboard package is not installed; no event files written')
+        self.ledger = open(work_dir / LEDGER, 'a') if work_dir is not None and main else None
+        self.bar = tqdm(total=(t.epochs - st.epoch) * s.steps_per_epoch, leave=True,
+                        desc=f"{s.cfg.name} {'DP' if s.private else 'non-DP'}", disable=not (progress and main))
+
+    def step_begins(self, epoch: int, step: int, sigma: float | None, q: float):
+        "Record a step in the ledger before it touches the data (flushed: it survives a kill)."
+        if self.ledger is not None:
+            self.ledger.write(f"{epoch} {step} {sigma if sigma is not None else 0} {q}\n"); self.ledger.flush()
+
+    def step_done(self, step: int, losses: list):
+        self.bar.update(1)
+        if self.writer is not None and losses: self.writer.add_scalar('train/loss', losses[-1], step)
+
+    def epoch_done(self, row: dict):
+        self.bar.set_postfix(loss=f"{row['train_loss']:.3f}", val_auroc=f"{row['val_auroc_mean']:.3f}",
+                             eps=f"{row['epsilon']:.2f}")
+        if self.writer is not None:
+            for k in ('train_loss', 'val_auroc_mean', 'epsilon'):
+                if math.isfinite(row[k]): self.writer.add_scalar(f'epoch/{k}', row[k], row['epoch'])
+            self.writer.flush()
+
+    def __enter__(self): return self
+    def __exit__(self, *exc):
+        self.bar.close()
+        if self.ledger is not None: self.ledger.close()
+        if self.writer is not None: self.writer.close()
+
+# %% ../nbs/09_train.ipynb #aba809b7
+def run_epoch(s: Setup, e: Engine, st: TrainState, epoch: int, out: Outputs, step_callback=None) -> list[float]:
+    "All logical steps of one epoch, each entered in the ledger first; returns the chunk losses."
+    e.model.train()
+    losses = []
+    for chunks, n_chunks, n_local in logical_batches(s.dataset, s.sampler, s.cfg.train.physical_batch_size):
+        n_global = _global_count(n_local, s.dist)
+        if s.private or n_global > 0: out.step_begins(epoch, st.steps + 1, e.sigma, s.q)
+        step_losses = [] if n_global == 0 and not s.private else take_step(s, e, chunks, n_chunks, n_local, n_global)
+        losses += step_losses           # an empty non-private batch has nothing to learn from; the schedule moves on
+        st.steps += 1
+        out.step_done(st.steps, losses)
+        if step_callback is not None and (s.private or n_global > 0): step_callback(st.steps, e.model)
+    if s.scheduler is not None: s.scheduler.step()
+    return losses
+
+# %% ../nbs/09_train.ipynb #5b8c8d52
+def _current_epsilon(s: Setup, e: Engine) -> float:
+    "Epsilon of every step so far (inf when not private)."
+    p = s.cfg.privacy
+    return spent_epsilon(e.history, p.delta, p.accountant) if e.history is not None else math.inf
+
+def _validate_epoch(s: Setup, e: Engine) -> tuple[float, dict]:
+    "Mean validation AUROC over labels (nan when no label can be scored) and the per-label log columns."
+    va = s.val_set
+    auc = auroc(va.labels, predict(e.model, va, s.device))
+    mean = float(np.nanmean(auc)) if not np.isnan(auc).all() else float('nan')
+    return mean, {f'val_auroc_{k}': float(v) for k, v in zip(va.label_names, auc)}
+
+def end_epoch(s: Setup, e: Engine, st: TrainState, epoch: int, losses: list, seconds: float, out: Outputs,
+              work_dir: Path | None) -> dict:
+    """Validate, keep the best epoch's weights, log (train_log.csv, TensorBoard) and checkpoint; returns the log row."""
+    val_mean, per_label = _validate_epoch(s, e)
+    row = {'epoch': epoch, 'train_loss': float(np.mean(losses)) if losses else float('nan'), 'val_auroc_mean': val_mean,
+           **per_label, 'epsilon': _current_epsilon(s, e), 'steps': _accounted_steps(e, st),
+           'lr': s.optimizer.param_groups[0]['lr'], 'seconds': seconds}
+    st.rows.append(row); st.epoch = epoch
+    if val_mean > st.best[0] or st.best_state is None:
+        st.best, st.best_state = (val_mean, epoch), copy.deepcopy(unwrap(e.model).state_dict())
+    out.epoch_done(row)
+    every = s.cfg.train.checkpoint_every
+    if work_dir is not None and s.dist.main:
+        pd.DataFrame(st.rows).to_csv(work_dir / LOG, index=False)
+        if every and (epoch % every == 0 or epoch == s.cfg.train.epochs):
+            _torch_save_atomic(make_checkpoint(s, e, st, rng=_rng_state(s.gens)), work_dir / CHECKPOINT)
+    if s.dist.on: td.barrier()
+    return row
+
+# %% ../nbs/09_train.ipynb #8883c171
+def privacy_record(s: Setup, e: Engine, st: TrainState) -> dict:
+    "privacy.json's content: the accountant's report plus the unit, the interruptions and the notes that qualify epsilon."
+    p, t = s.cfg.privacy, s.cfg.train
+    rec = privacy_report(e.history, delta=p.delta, max_grad_norm=p.max_grad_norm, steps_per_epoch=s.steps_per_epoch,
+                         epochs=t.epochs, n_train=s.sampler.n, accountant=p.accountant, poisson=p.poisson,
+                         target_epsilon=p.epsilon if s.private and p.noise_multiplier is None else None, unit=s.unit)
+    unit_fields, unit_notes = privacy_unit_record(s.cfg, s.unit, s.patients)
+    rec.update(unit_fields); rec['notes'] += unit_notes
+    lost = sum(r['steps_lost'] for r in st.resumes)
+    rec.update(steps=_accounted_steps(e, st), steps_taken=st.steps, steps_lost_to_interruptions=lost, resumes=st.resumes,
+               grad_sample_mode=e.parts.mode if s.private else None, world_size=s.dist.world_size,
+               secure_mode=bool(p.secure_mode) if s.private else None)
+    if s.private and t.pos_weight == 'train': rec['notes'].append(POS_WEIGHT_TRAIN_NOTE)
+    if s.private and lost:
+        rec['notes'].append(f"The run was interrupted and resumed; {lost} step(s) taken after the last checkpoint "
+                            "were lost and redone. They are counted: epsilon covers every step ever taken.")
+    logged = st.rows[-1]['epsilon']
+    if s.private and abs(rec['epsilon'] - logged) > 1e-6 * max(1, logged):
+        raise RuntimeError(f"privacy report ({rec['epsilon']}) and training log ({logged}) disagree")
+    rec['summary'] = privacy_paragraph(rec)
+    return rec
+
+# %% ../nbs/09_train.ipynb #da912118
 @dataclass
 class TrainResult:
     "Everything a run directory is made of."
@@ -267,222 +588,31 @@ class TrainResult:
     work_dir: Path | None = None           # checkpoints, ledger, TensorBoard events (when given)
     rank: int = 0
 
-def _config_key(cfg):
-    "The config as it matters for resuming (device and thread count may change)."
-    d = config_to_yaml(cfg).splitlines()
-    return '\n'.join(l for l in d if not l.strip().startswith(('device:', 'num_threads:')))
+def finish(s: Setup, e: Engine, st: TrainState, seconds: float, work_dir: Path | None) -> TrainResult:
+    """The final checkpoint (last weights, no RNG state), the best epoch's weights loaded, the privacy record, and
+    validation and test scores of the best epoch."""
+    final = unwrap(e.model)
+    checkpoint = make_checkpoint(s, e, st)
+    checkpoint['model_last'] = copy.deepcopy(checkpoint['model_last'])
+    final.load_state_dict(st.best_state)
+    return TrainResult(final, pd.DataFrame(st.rows), privacy_record(s, e, st), st.best[1],
+                       predict(final, s.val_set, s.device), predict(final, s.test_set, s.device), s.data, checkpoint,
+                       seconds, work_dir, s.dist.rank)
 
 def train(cfg: ExperimentConfig, data: ImageSet | None = None, progress: bool = True, work_dir=None,
           resume: bool = False, step_callback=None) -> TrainResult:
-    """Train (privately unless epsilon is inf) and evaluate the best validation epoch on the test split.
+    """Train (privately unless epsilon is inf) and evaluate the best validation epoch on the test split:
+    set-up, privatise, restore, then per epoch the steps and the end of the epoch, then finish.
 
     `work_dir`: folder for per-epoch checkpoints, the step ledger and TensorBoard events; `resume`: continue
     from its checkpoint (counting steps lost since it). `step_callback(step, model)`: called after every step."""
-    t0 = time.time()
-    t, p = cfg.train, cfg.privacy
-    private = p.private
-    dist = init_distributed(t.device)
-    if t.num_threads: torch.set_num_threads(t.num_threads)
-    device = _device(cfg, dist)
-    if t.deterministic:
-        os.environ.setdefault('CUBLAS_WORKSPACE_CONFIG', ':4096:8')
-        torch.use_deterministic_algorithms(True, warn_only=True)
-        torch.backends.cudnn.benchmark = False
-    amp = t.amp and device.type == 'cuda'
-    if t.amp and not amp and dist.main: warnings.warn('train.amp: mixed precision needs a CUDA device; training in float32')
-    if private: check_grad_sample_mode(p.grad_sample_mode, distributed=dist.on, secure_mode=p.secure_mode, amp=amp,
-                                        model_name=cfg.model.name)
-    work_dir = Path(work_dir) if work_dir is not None else None
-    if work_dir is not None:
-        key_file = work_dir / 'config.key'
-        if resume and key_file.exists() and key_file.read_text() != _config_key(cfg):
-            raise DpmedError(f"{work_dir}: the interrupted attempt there was started with a different config; resume it "
-                             "with the same config, or start over (--overwrite)")
-        if dist.main and (not resume or not key_file.exists()):
-            work_dir.mkdir(parents=True, exist_ok=True); key_file.write_text(_config_key(cfg))
-
-    data = data if data is not None else load_imageset(cfg)
-    tr, va, te = data.split('train'), data.split('val'), data.split('test')
-    ds = ArrayDataset.from_imageset(tr)
-    patients = PatientIndex(tr.meta['patient_id'])
-    unit = resolve_unit(p.unit, tr.meta['patient_id']) if private else None
-    init_seed, gens = make_generators(t.seed, device, private and not p.secure_mode, p.reproducible_noise)
-    seed_everything(init_seed)
-    model = build_model(cfg.model, len(data.label_names)).to(device)
-    optimizer = make_optimizer(model.parameters(), cfg)
-    scheduler = make_scheduler(optimizer, cfg)
-    sample_gen, noise_gen = gens['sample_gen'], gens['noise_gen']
-    loader = make_train_loader(ds, cfg, sample_gen, dist.rank, dist.world_size,
-                               patients if unit == 'patient' else None, gens['pick_gen'])
-    sampler = loader.batch_sampler
-    steps_per_epoch = len(sampler)
-    q = 1 / steps_per_epoch
-    criterion = PerSampleBCE(class_weights(cfg, tr, va)).to(device)
-    parts, sigma = None, None
-    if private:
-        sigma = p.noise_multiplier or calibrate_sigma(p.epsilon, p.delta, sample_rate=q, epochs=t.epochs,
-                                                      accountant=p.accountant)
-        if dist.on:
-            from opacus.distributed import DifferentiallyPrivateDistributedDataParallel as DPDDP
-            model = DPDDP(model)
-        parts = make_private(model, optimizer, criterion, grad_sample_mode=p.grad_sample_mode, noise_multiplier=sigma,
-                             max_grad_norm=p.max_grad_norm, sample_rate=q, expected_batch_size=sampler.n * q / dist.world_size,
-                             accountant=p.accountant, noise_generator=noise_gen, secure_mode=p.secure_mode,
-                             distributed=dist.on, amp=amp)
-        model, dp_optimizer, loss_fn = parts.model, parts.optimizer, parts.criterion
-        if p.secure_mode: sample_gen = None     # CSPRNG for the sampler too (not restorable: resume is not bit-exact)
-    else:
-        if dist.on:
-            for prm in model.parameters(): td.broadcast(prm.data, 0)
-        dp_optimizer, loss_fn = optimizer, criterion
-    if private and p.secure_mode:
-        from dpmed.dpsgd import secure_generator
-        sampler.generator, sampler.pick_generator = secure_generator(), secure_generator()
-    gens = {'sample_gen': sample_gen, 'pick_gen': None if p.secure_mode and private else gens['pick_gen'],
-            'noise_gen': noise_gen}
-
-    rows, best, best_state, steps, start_epoch, resumes = [], (-math.inf, 0), None, 0, 1, []
-    ckpt_path = work_dir / CHECKPOINT if work_dir is not None else None
-    if resume and ckpt_path is not None:
-        ck = torch.load(ckpt_path, map_location='cpu', weights_only=False) if ckpt_path.exists() else None
-        if ck is not None:
-            if ck['config_key'] != _config_key(cfg):
-                raise DpmedError(f"{ckpt_path}: the checkpoint was written by a different config; resume it with the "
-                                 "same config, or start over (--overwrite)")
-            unwrap(model).load_state_dict(ck['model_last'])
-            optimizer.load_state_dict(ck['optimizer'])
-            if scheduler is not None and ck['scheduler'] is not None: scheduler.load_state_dict(ck['scheduler'])
-            if private: parts.accountant.history = [tuple(h) for h in ck['history']]
-            _set_rng_state(ck['rng'], gens)
-            rows, best, best_state, steps = ck['rows'], tuple(ck['best']), ck['model'], ck['steps']
-            start_epoch, resumes = ck['epoch'] + 1, ck.get('resumes', [])
-        ledger = ledger_steps(work_dir)           # every rank reads it (one machine, shared folder)
-        accounted = sum(h[2] for h in parts.accountant.history) if private else steps
-        lost = len(ledger) - accounted
-        if lost > 0 and private:
-            # steps taken after the checkpoint and lost with the process: count them, with their own (sigma, q)
-            lost_h = {}
-            for e in ledger[accounted:]:
-                key = e if e is not None else (sigma, q)
-                lost_h[key] = lost_h.get(key, 0) + 1
-            parts.accountant.history = list(parts.accountant.history) + [(s_, q_, n) for (s_, q_), n in lost_h.items()]
-        if ck is not None or lost > 0:
-            resumes = resumes + [{'from_epoch': start_epoch - 1, 'steps_lost': max(lost, 0), 'time': time.time()}]
-    elif work_dir is not None and dist.main and (work_dir / LEDGER).exists():
-        raise DpmedError(f"{work_dir}: holds an interrupted attempt of this run (steps already taken); resume it "
-                         "(--resume) or start over (--overwrite)")
-
-    writer = None
-    if t.tensorboard and work_dir is not None and dist.main:
-        try:
-            from torch.utils.tensorboard import SummaryWriter
-            writer = SummaryWriter(str(work_dir / TB_DIR), purge_step=steps + 1 if resume else None)
-        except ImportError:
-            warnings.warn('train.tensorboard: the tensorboard package is not installed; no event files written')
-    ledger_f = open(work_dir / LEDGER, 'a') if work_dir is not None and dist.main else None
-
-    def accounted_steps():
-        return sum(h[2] for h in parts.accountant.history) if private else steps
-    def current_eps():
-        return spent_epsilon(parts.accountant.history, p.delta, p.accountant) if private else math.inf
-
-    eps = current_eps() if rows else (0.0 if private else math.inf)
-    autocast = (lambda: torch.autocast('cuda', dtype=torch.bfloat16)) if amp else nullcontext
-    bar = tqdm(total=(t.epochs - start_epoch + 1) * steps_per_epoch, desc=f"{cfg.name} {'DP' if private else 'non-DP'}",
-               disable=not (progress and dist.main), leave=True)
-    try:
-        for epoch in range(start_epoch, t.epochs + 1):
-            model.train()
-            losses, te0 = [], time.time()
-            for chunks, n_chunks, n_local in logical_batches(ds, sampler, t.physical_batch_size):
-                n_global = n_local
-                if dist.on:
-                    nt = torch.tensor([n_local], dtype=torch.int64); td.all_reduce(nt); n_global = int(nt)
-                if ledger_f is not None and (private or n_global > 0):
-                    ledger_f.write(f"{epoch} {steps + 1} {sigma if private else 0} {q}\n"); ledger_f.flush()
-                if n_global == 0 and not private:       # nothing to learn from; the schedule moves on
-                    steps += 1; bar.update(1); continue
-                if n_local == 0:
-                    if private: empty_step(parts)
-                    else:
-                        for prm in model.parameters(): prm.grad = torch.zeros_like(prm)
-                for k, (x, y) in enumerate(chunks):
-                    x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-                    with autocast(): out = model(x)
-                    loss = loss_fn(out.float(), y)
-                    with warnings.catch_warnings():   # Opacus' hooks on the first layer, whose input needs no grad
-                        warnings.filterwarnings('ignore', message='.*Full backward hook is firing.*')
-                        if private: loss.backward()
-                        else: (loss * (len(x) / n_global)).backward()
-                    losses.append(loss.item())
-                    if private:
-                        dp_optimizer.signal_skip_step(do_skip=k < n_chunks - 1)
-                        dp_optimizer.step(); dp_optimizer.zero_grad(set_to_none=True)
-                if not private:
-                    if dist.on:
-                        for prm in model.parameters():
-                            if prm.grad is not None: td.all_reduce(prm.grad)
-                    optimizer.step(); optimizer.zero_grad(set_to_none=True)
-                steps += 1
-                bar.update(1)
-                if writer is not None and losses: writer.add_scalar('train/loss', losses[-1], steps)
-                if step_callback is not None: step_callback(steps, model)
-            if scheduler is not None: scheduler.step()
-            val_scores = predict(model, va, device)
-            val_auc = auroc(va.labels, val_scores)
-            val_mean = float(np.nanmean(val_auc)) if not np.isnan(val_auc).all() else float('nan')
-            eps = current_eps()
-            rows.append({'epoch': epoch, 'train_loss': float(np.mean(losses)) if losses else float('nan'),
-                         'val_auroc_mean': val_mean,
-                         **{f'val_auroc_{k}': float(v) for k, v in zip(va.label_names, val_auc)},
-                         'epsilon': eps, 'steps': accounted_steps(),
-                         'lr': optimizer.param_groups[0]['lr'], 'seconds': time.time() - te0})
-            if val_mean > best[0] or best_state is None:
-                best, best_state = (val_mean, epoch), copy.deepcopy(unwrap(model).state_dict())
-            bar.set_postfix(loss=f"{rows[-1]['train_loss']:.3f}", val_auroc=f"{val_mean:.3f}", eps=f"{eps:.2f}")
-            if writer is not None:
-                for k in ('train_loss', 'val_auroc_mean', 'epsilon'):
-                    if math.isfinite(rows[-1][k]): writer.add_scalar(f'epoch/{k}', rows[-1][k], epoch)
-                writer.flush()
-            if work_dir is not None and dist.main:
-                pd.DataFrame(rows).to_csv(work_dir / LOG, index=False)
-                if t.checkpoint_every and (epoch % t.checkpoint_every == 0 or epoch == t.epochs):
-                    _torch_save_atomic({'model_last': unwrap(model).state_dict(), 'optimizer': optimizer.state_dict(),
-                                        'scheduler': scheduler.state_dict() if scheduler is not None else None,
-                                        'history': list(parts.accountant.history) if private else None,
-                                        'rng': _rng_state(gens), 'rows': rows, 'best': list(best),
-                                        'model': best_state, 'steps': steps, 'epoch': epoch, 'resumes': resumes,
-                                        'config_key': _config_key(cfg)}, ckpt_path)
-            if dist.on: td.barrier()
-    finally:
-        bar.close()
-        if ledger_f is not None: ledger_f.close()
-        if writer is not None: writer.close()
-
-    final = unwrap(model)
-    checkpoint = {'model_last': copy.deepcopy(final.state_dict()), 'optimizer': optimizer.state_dict(),
-                  'scheduler': scheduler.state_dict() if scheduler is not None else None,
-                  'accountant': {'history': list(parts.accountant.history)} if private else None,
-                  'epoch': t.epochs, 'steps': steps, 'resumes': resumes}     # no RNG state: see "Random streams"
-    final.load_state_dict(best_state)
-    checkpoint['model'] = best_state
-    hist = parts.accountant.history if private else None
-    privacy = privacy_report(hist, delta=p.delta, max_grad_norm=p.max_grad_norm, steps_per_epoch=steps_per_epoch,
-                             epochs=t.epochs, n_train=sampler.n, accountant=p.accountant, poisson=p.poisson,
-                             target_epsilon=p.epsilon if private and p.noise_multiplier is None else None, unit=unit)
-    unit_fields, unit_notes = privacy_unit_record(cfg, unit, patients)
-    privacy.update(unit_fields); privacy['notes'] += unit_notes
-    privacy['steps'] = accounted_steps()
-    lost = sum(r['steps_lost'] for r in resumes)
-    privacy.update(steps_taken=steps, steps_lost_to_interruptions=lost, resumes=resumes,
-                   grad_sample_mode=parts.mode if private else None, world_size=dist.world_size,
-                   secure_mode=bool(p.secure_mode) if private else None)
-    if private and t.pos_weight == 'train': privacy['notes'].append(POS_WEIGHT_TRAIN_NOTE)
-    if private and lost:
-        privacy['notes'].append(f"The run was interrupted and resumed; {lost} step(s) taken after the last checkpoint "
-                                "were lost and redone. They are counted: epsilon covers every step ever taken.")
-    if private and abs(privacy['epsilon'] - rows[-1]['epsilon']) > 1e-6 * max(1, rows[-1]['epsilon']):
-        raise RuntimeError(f"privacy report ({privacy['epsilon']}) and training log ({rows[-1]['epsilon']}) disagree")
-    privacy['summary'] = privacy_paragraph(privacy)
-    return TrainResult(final, pd.DataFrame(rows), privacy, best[1], predict(final, va, device),
-                       predict(final, te, device), data, checkpoint, time.time() - t0, work_dir, dist.rank)
+    t0, work_dir = time.time(), Path(work_dir) if work_dir is not None else None
+    s = set_up(cfg, data, work_dir, resume)
+    e = privatise(s)
+    st = restore(s, e, work_dir, resume)
+    with Outputs(s, st, work_dir, resume, progress) as out:
+        for epoch in range(st.epoch + 1, cfg.train.epochs + 1):
+            t_epoch = time.time()
+            losses = run_epoch(s, e, st, epoch, out, step_callback)
+            end_epoch(s, e, st, epoch, losses, time.time() - t_epoch, out, work_dir)
+    return finish(s, e, st, time.time() - t0, work_dir)

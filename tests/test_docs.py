@@ -64,12 +64,12 @@ def test_every_chapter_experiment_and_module_has_a_page_in_reading_order(site):
 
 
 def test_api_reference_is_generated_from_the_docstrings(site):
-    from dpmed.study import list_param
-    page = (site / 'api' / 'study.html').read_text(encoding='utf-8')
-    assert 'id="dpmed.study.list_param"' in page                                  # a documented function...
+    from dpmed.runner import list_param
+    page = (site / 'api' / 'runner.html').read_text(encoding='utf-8')
+    assert 'id="dpmed.runner.list_param"' in page                                  # a documented function...
     summary = list_param.__doc__.split(':')[0]
     assert summary in re.sub(r'<[^>]+>', '', page).replace('&#8217;', "'")         # ...with its docstring text
-    assert '11_study.html' in page                                                # and a link to its chapter
+    assert '10b_runner.html' in page                                              # and a link to its chapter
 
 
 def test_pages_load_nothing_from_the_network(site):

@@ -8,7 +8,8 @@ from opacus.accountants import create_accountant
 
 from dpmed.config import load_config
 from dpmed.core import DpmedError, read_json
-from dpmed.rundir import load_run, train_and_save, work_dir_of
+from dpmed.rundir import load_run, train_and_save
+from dpmed.runs import RunDir
 from dpmed.train import LEDGER, ledger_steps
 
 BASE = ['data.n_patients=100', 'data.image_size=32', 'train.epochs=3', 'model.width=0.125', 'eval.n_boot=20',
@@ -18,6 +19,7 @@ BASE = ['data.n_patients=100', 'data.image_size=32', 'train.epochs=3', 'model.wi
 CHILD = textwrap.dedent('''
     import os, signal, sys
     import dpmed.train as T
+    import dpmed.rundir as R
     from dpmed.config import load_config
     from dpmed.rundir import train_and_save
     out, when, overrides = sys.argv[1], sys.argv[2], sys.argv[3:]
@@ -35,7 +37,7 @@ CHILD = textwrap.dedent('''
     train = T.train
     def killing_train(*a, **k):
         return train(*a, step_callback=lambda s, m: die() if s == kill_step else None, **k)
-    T.train = killing_train
+    R.train = killing_train                     # the loop train_and_save runs
     train_and_save(load_config(overrides=overrides), out, progress=False)
 ''')
 
@@ -46,7 +48,7 @@ def _killed_run(out, when, overrides, entropy=None):
     r = subprocess.run([sys.executable, '-c', CHILD, str(out), str(when), *overrides], capture_output=True, text=True,
                        env=env, timeout=300)
     assert r.returncode == -signal.SIGKILL, f"child was not killed: rc={r.returncode}\n{r.stderr[-2000:]}"
-    assert not out.exists() and work_dir_of(out).exists()
+    assert not out.exists() and RunDir(out).work_dir.exists()
 
 
 @pytest.fixture(scope='module')
@@ -86,7 +88,7 @@ def test_kill_and_resume_private(tmp_path, reference, when):
     cfg = load_config(overrides=overrides)
     out = tmp_path / 'run'
     _killed_run(out, when, overrides)
-    begun = len(ledger_steps(work_dir_of(out)))
+    begun = len(ledger_steps(RunDir(out).work_dir))
     ref = read_json(reference['8'] / 'privacy.json')
     spe = ref['steps_per_epoch']
     assert spe == 3 and ref['unit'] == 'patient', 'the kill points assume 3 patient-level steps per epoch'
@@ -99,7 +101,7 @@ def test_kill_and_resume_private(tmp_path, reference, when):
     with pytest.raises(DpmedError, match='interrupted attempt'):
         train_and_save(cfg, out, progress=False)
     m = train_and_save(cfg, out, progress=False, resume=True)
-    assert not work_dir_of(out).exists()
+    assert not RunDir(out).work_dir.exists()
     _same_outcome(out, reference['8'])
     pv = read_json(out / 'privacy.json')
     assert pv['steps_lost_to_interruptions'] == lost == m['steps_lost_to_interruptions']
@@ -123,14 +125,14 @@ def test_resume_is_exact_with_os_entropy_noise(tmp_path, monkeypatch):
     monkeypatch.setattr(T, 'os_entropy_seed', lambda: 1234)
     train_and_save(cfg, tmp_path / 'ref', progress=False)
     _killed_run(tmp_path / 'run', '5', overrides, entropy=1234)       # mid epoch 2: epoch 1 was checkpointed
-    ck = torch.load(work_dir_of(tmp_path / 'run') / 'checkpoint.pt', weights_only=False)
+    ck = torch.load(RunDir(tmp_path / 'run').work_dir / 'checkpoint.pt', weights_only=False)
     assert 'noise_gen' in ck['rng'], 'the working checkpoint must hold the noise state'
     monkeypatch.setattr(T, 'os_entropy_seed', lambda: 999)           # the resumed process gets other entropy
     train_and_save(cfg, tmp_path / 'run', progress=False, resume=True)
     _same_outcome(tmp_path / 'run', tmp_path / 'ref')
     for run in ('ref', 'run'):
         final = torch.load(tmp_path / run / 'checkpoint.pt', weights_only=False)
-        assert 'rng' not in final and not work_dir_of(tmp_path / run).exists()
+        assert 'rng' not in final and not RunDir(tmp_path / run).work_dir.exists()
         assert read_json(tmp_path / run / 'privacy.json')['noise_source'] == 'os_entropy'
     # ... and a different entropy seed gives a different run: the noise really came from it
     monkeypatch.setattr(T, 'os_entropy_seed', lambda: 999)

@@ -8,7 +8,8 @@ import pytest
 import yaml
 
 from dpmed.core import DpmedError
-from dpmed.study import default_grid, execute_notebook, paper_grid, reproduce
+from dpmed.runner import execute_notebook
+from dpmed.study import default_grid, paper_grid, reproduce
 from dpmed.sweep import expand_grid, run_sweep
 
 FIGURES = ['auroc_vs_epsilon', 'auroc_vs_epsilon_per_label_phantom_cxr', 'subgroup_auroc_vs_epsilon', 'spd_vs_epsilon',

@@ -11,7 +11,8 @@ import dpmed.train as T
 from dpmed.config import load_config
 from dpmed.core import DpmedError
 from dpmed.imageset import ArrayDataset
-from dpmed.rundir import RUN_FILES, load_run, train_and_save
+from dpmed.rundir import load_run, train_and_save
+from dpmed.runs import RUN_FILES
 
 
 def _record(monkeypatch):
@@ -51,18 +52,20 @@ def test_private_and_nonprivate_differ_only_in_the_engine(monkeypatch, tiny):
     assert runs['inf'][1].privacy['steps'] == runs['8'][1].privacy['steps']
 
 
-def test_physical_batches_accumulate_to_the_logical_batch(tiny):
-    "Non-private: one optimizer step per logical batch, weights of the physical pieces summing to 1."
+def test_physical_batches_cover_each_logical_batch(tiny):
+    "Each logical batch is cut into physical chunks of at most physical_batch_size that together hold exactly its records."
     cfg = load_config(overrides=tiny + ['privacy.epsilon=inf'])
-    ds = torch.utils.data.TensorDataset(torch.zeros(100, 1), torch.zeros(100, 1))
-    loader = T._nonprivate_view(T.make_train_loader(ds, cfg, torch.Generator().manual_seed(0)), cfg)
-    pieces = list(T._split_batches(loader, cfg.train.physical_batch_size))
-    assert all(len(x) <= cfg.train.physical_batch_size for x, *_ in pieces)
-    sums, acc = [], 0.0
-    for _, _, w, last in pieces:
-        acc += w
-        if last: sums.append(acc); acc = 0.0
-    assert np.allclose(sums, 1.0) and len(sums) >= 1
+    ds = torch.utils.data.TensorDataset(torch.arange(100.).reshape(100, 1), torch.zeros(100, 1))
+    sampler = T.make_train_loader(ds, cfg, torch.Generator().manual_seed(0)).batch_sampler
+    drawn = list(sampler)
+    sampler.generator.manual_seed(0)                       # the same draws again, through logical_batches
+    size = cfg.train.physical_batch_size
+    for (chunks, n_chunks, n), idx in zip(T.logical_batches(ds, sampler, size), drawn):
+        chunks = list(chunks)
+        assert n == len(idx) and n_chunks == len(chunks) == -(-n // size)
+        assert all(len(x) <= size for x, _ in chunks)
+        got = torch.cat([x for x, _ in chunks]).reshape(-1).long().tolist() if chunks else []
+        assert got == list(map(int, idx))
 
 
 @pytest.mark.parametrize('eps', ['inf', '4'])
