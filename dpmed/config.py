@@ -360,15 +360,17 @@ def _pretrain_ref(value):
         if p.parent.name == 'pretrain': return PRETRAIN_PREFIX + p.name
     return value
 
-def _identity_dict(obj) -> dict:
-    return {f.name: _identity_dict(getattr(obj, f.name)) if is_dataclass(getattr(obj, f.name)) else getattr(obj, f.name)
-            for f in fields(obj) if f.metadata.get('identity', True)}
+def _drop_same_run(obj, d: dict) -> dict:
+    "Remove from `d` (the dict of dataclass `obj`) every field marked `SAME_RUN`, in nested sections too."
+    for f in fields(obj):
+        if not f.metadata.get('identity', True): d.pop(f.name, None)
+        elif is_dataclass(getattr(obj, f.name)): _drop_same_run(getattr(obj, f.name), d[f.name])
+    return d
 
 def run_identity(cfg: ExperimentConfig) -> dict:
-    "The config as a plain dict of the fields that decide the results (fields marked `SAME_RUN` left out)."
-    d = _identity_dict(cfg)
+    "`config_to_dict` without the fields marked `SAME_RUN`: the settings that decide the results."
+    d = _drop_same_run(cfg, config_to_dict(cfg))
     d['model']['pretrained'] = _pretrain_ref(d['model'].get('pretrained'))
-    if d['privacy']['epsilon'] is None or math.isinf(d['privacy']['epsilon']): d['privacy']['epsilon'] = 'inf'
     return d
 
 def identity_key(cfg: ExperimentConfig) -> str:

@@ -90,7 +90,8 @@ def released_statistics(cfg: ExperimentConfig, res) -> list[dict]:
             'what': 'size of the training split and images per patient (also fix sample_rate and steps_per_epoch)'},
            {'file': 'metrics.json', 'field': 'train_positives',
             'what': 'exact positive count per label in the training split (for the AUROC-drop analysis)'},
-           {'file': 'train_log.csv', 'field': 'train_loss', 'what': 'mean training loss per epoch on the sampled batches'}]
+           {'file': 'train_log.csv, checkpoint.pt', 'field': 'train_loss',
+            'what': 'mean training loss per epoch on the sampled batches (also in the checkpoint\'s training log rows)'}]
     if cfg.train.tensorboard:
         out.append({'file': 'tensorboard/', 'field': 'train/loss, epoch/train_loss',
                     'what': 'training loss per step and per epoch'})
@@ -127,11 +128,12 @@ def write_run(run_dir, cfg: ExperimentConfig, res, overwrite: bool = False) -> P
     return Path(run_dir)
 
 def train_and_save(cfg: ExperimentConfig, run_dir, overwrite: bool = False, progress: bool = True,
-                   resume: bool = False) -> dict:
+                   resume: bool = False, step_callback=None) -> dict:
     """Train one run and write its run directory; returns metrics.json's content.
 
     `resume`: continue an interrupted run from its working folder (a finished run is returned as it is);
-    `overwrite`: replace an existing run directory and discard any interrupted attempt."""
+    `overwrite`: replace an existing run directory and discard any interrupted attempt; `step_callback(step, model)`:
+    called after every training step (tests use it to watch replicas or to kill the process mid-run)."""
     rd = RunDir(run_dir)
     run_dir, work = rd.path, rd.work_dir
     if run_dir.exists() and not overwrite:
@@ -144,7 +146,7 @@ def train_and_save(cfg: ExperimentConfig, run_dir, overwrite: bool = False, prog
     dist = init_distributed(cfg.train.device)          # under torchrun: join the group before touching files
     if overwrite and not resume and work.exists() and dist.main: shutil.rmtree(work)
     if dist.on: td.barrier()
-    res = train(cfg, progress=progress, work_dir=work, resume=resume)
+    res = train(cfg, progress=progress, work_dir=work, resume=resume, step_callback=step_callback)
     if res.rank == 0:
         write_run(run_dir, cfg, res, overwrite=overwrite)
         shutil.rmtree(work, ignore_errors=True)

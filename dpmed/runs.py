@@ -17,19 +17,22 @@ from .config import ExperimentConfig, config_from_dict
 __all__ = ['RUN_FILES', 'OPTIONAL_RUN_FILES', 'RunDir']
 
 # %% ../nbs/01a_runs.ipynb #285dc6a9
+def _not_found(path: Path) -> DpmedError:
+    return DpmedError(f"{path}: not found (is {path.parent} a finished run directory?)")
+
 def _read_text(path: Path) -> str:
     try: return path.read_text(encoding='utf-8')
-    except FileNotFoundError: raise DpmedError(f"{path}: not found (is {path.parent} a finished run directory?)") from None
+    except FileNotFoundError: raise _not_found(path) from None
     except (OSError, UnicodeDecodeError) as e: raise DpmedError(f"{path}: cannot be read ({e})") from None
 
 def _read_json(path: Path) -> dict:
-    _read_text(path)
     try: return read_json(path)
-    except json.JSONDecodeError as e: raise DpmedError(f"{path}: not valid JSON ({e})") from None
+    except FileNotFoundError: raise _not_found(path) from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e: raise DpmedError(f"{path}: not valid JSON ({e})") from None
 
 def _read_csv(path: Path, ids: bool = True) -> pd.DataFrame:
-    _read_text(path)
     try: return pd.read_csv(path, dtype={'id': str, 'patient_id': str} if ids else None)
+    except FileNotFoundError: raise _not_found(path) from None
     except (pd.errors.ParserError, pd.errors.EmptyDataError) as e: raise DpmedError(f"{path}: not a valid CSV table ({e})") from None
 
 def _read_yaml_mapping(path: Path) -> dict:
@@ -47,8 +50,6 @@ class RunDir:
     "The files of one run directory, by role; each reader names the file when it is missing or unreadable."
     def __init__(self, path): self.path = Path(path)
     def __repr__(self): return f"RunDir({str(self.path)!r})"
-    def __eq__(self, other): return isinstance(other, RunDir) and self.path == other.path
-    def __hash__(self): return hash(self.path)
     @property
     def name(self) -> str: return self.path.name
 

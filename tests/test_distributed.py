@@ -15,16 +15,13 @@ CHILD = textwrap.dedent('''
     import json, os, sys
     import torch, torch.distributed as td
     import dpmed.train as T
-    import dpmed.rundir as R
     from dpmed.config import load_config
     from dpmed.rundir import train_and_save
     out, overrides = sys.argv[1], sys.argv[2:]
     checks = []
     def check(step, model):
         checks.append(T._all_same(T._params_checksum(model), T.Dist(td.get_rank(), td.get_world_size())))
-    train = T.train
-    R.train = lambda *a, **k: train(*a, step_callback=check, **k)     # the loop train_and_save runs
-    m = train_and_save(load_config(overrides=overrides), out, progress=False)
+    m = train_and_save(load_config(overrides=overrides), out, progress=False, step_callback=check)
     with open(os.path.join(os.path.dirname(out), f"rank{td.get_rank()}.json"), "w") as f:
         json.dump({"checks": checks, "epsilon": m["epsilon"], "world": td.get_world_size()}, f)
     td.destroy_process_group()

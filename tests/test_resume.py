@@ -19,7 +19,6 @@ BASE = ['data.n_patients=100', 'data.image_size=32', 'train.epochs=3', 'model.wi
 CHILD = textwrap.dedent('''
     import os, signal, sys
     import dpmed.train as T
-    import dpmed.rundir as R
     from dpmed.config import load_config
     from dpmed.rundir import train_and_save
     out, when, overrides = sys.argv[1], sys.argv[2], sys.argv[3:]
@@ -34,11 +33,8 @@ CHILD = textwrap.dedent('''
         kill_step = None
     else:
         kill_step = int(when)
-    train = T.train
-    def killing_train(*a, **k):
-        return train(*a, step_callback=lambda s, m: die() if s == kill_step else None, **k)
-    R.train = killing_train                     # the loop train_and_save runs
-    train_and_save(load_config(overrides=overrides), out, progress=False)
+    train_and_save(load_config(overrides=overrides), out, progress=False,
+                   step_callback=lambda s, m: die() if s == kill_step else None)
 ''')
 
 
