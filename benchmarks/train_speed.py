@@ -16,6 +16,8 @@ modes share one process, whose resident set cannot be split by mode).
 On a CPU each step's process CPU time is recorded too (`*_cpu_ratio`, `*_all_cpu_s`): with one torch thread it is the
 step's own work, which other jobs on a shared machine slow much less than the wall clock (they still share caches and
 memory bandwidth).
+On a CPU the script first applies `dpmed.core.keep_freed_memory`, as dpmed's training does (freed blocks of up to
+32 MB stay in the heap and are reused, not faulted in afresh every step); `--glibc-default-memory` measures without.
 Writes benchmarks/train_speed.json and prints a table."""
 import argparse, datetime, platform, statistics, sys, time, warnings
 from pathlib import Path
@@ -23,7 +25,7 @@ from pathlib import Path
 import torch
 
 from dpmed.config import ModelConfig
-from dpmed.core import DpmedError, resolve_device, write_json
+from dpmed.core import DpmedError, keep_freed_memory, resolve_device, write_json
 from dpmed.dpsgd import FAST_MODES, GRAD_SAMPLE_MODES, PerSampleBCE, check_grad_sample_mode, make_private
 from dpmed.models import build_model
 
@@ -71,9 +73,10 @@ def _proc_status_bytes(field: str) -> int:
     raise RuntimeError(f"/proc/self/status has no {field}")
 
 
-def _cpu_peak_child(name, size, labels, mode, batch, width, threads, queue):
+def _cpu_peak_child(name, size, labels, mode, batch, width, threads, keep_freed, queue):
     "In a fresh process: peak resident memory during two steps above the resident memory after building (bytes)."
     warnings.filterwarnings('ignore')
+    if keep_freed: keep_freed_memory()
     if threads: torch.set_num_threads(threads)
     try:
         dims = 2 if name == 'resnet9' else 3
@@ -89,14 +92,14 @@ def _cpu_peak_child(name, size, labels, mode, batch, width, threads, queue):
         queue.put(f"{type(e).__name__}: {str(e)[:200]}")
 
 
-def cpu_peak_mb(name, size, labels, mode, batch, width, threads):
+def cpu_peak_mb(name, size, labels, mode, batch, width, threads, keep_freed):
     """CPU memory of one mode, measured alone in a fresh process (all modes share one process in the timing run,
     so no per-mode peak exists there): the high-water mark of resident memory during two steps, above the resident
     memory once model and data are built (activations, per-sample gradients or norms, gradients, noise)."""
     import multiprocessing as mp
     ctx = mp.get_context('spawn')
     queue = ctx.Queue()
-    proc = ctx.Process(target=_cpu_peak_child, args=(name, size, labels, mode, batch, width, threads, queue))
+    proc = ctx.Process(target=_cpu_peak_child, args=(name, size, labels, mode, batch, width, threads, keep_freed, queue))
     proc.start(); result = queue.get(); proc.join()
     return result / 2**20 if isinstance(result, int) else result
 
@@ -148,10 +151,14 @@ def main(argv=None):
     ap.add_argument('--width', type=float, default=1.0, help='model width (1.0 = the paper)')
     ap.add_argument('--cpu-memory', action='store_true',
                     help='on a CPU, also measure each mode\'s peak memory alone in a fresh process (slower)')
+    ap.add_argument('--glibc-default-memory', action='store_true',
+                    help="keep glibc's malloc defaults instead of dpmed.core.keep_freed_memory, which dpmed's training "
+                         "applies on the CPU (freed blocks reused, not faulted in again each step)")
     ap.add_argument('--out', default=str(Path(__file__).with_suffix('.json')))
     a = ap.parse_args(argv)
     if a.threads: torch.set_num_threads(a.threads)
     device = resolve_device(a.device)
+    keep_freed = device.type == 'cpu' and not a.glibc_default_memory and keep_freed_memory()   # as train() does
     modes = [m for m in a.modes.split(',') if m]
     for m in modes:
         if m not in ALL_MODES: raise SystemExit(f"--modes: unknown mode {m!r}")
@@ -164,18 +171,18 @@ def main(argv=None):
     header = {'machine': platform.platform(), 'processor': platform.processor(), 'cpu_threads': torch.get_num_threads(),
               'device': str(device), 'gpu': torch.cuda.get_device_name(device) if device.type == 'cuda' else None,
               'torch': torch.__version__, 'batch': a.batch, 'reps': a.reps, 'big_reps': a.big_reps, 'width': a.width,
-              'modes': modes, 'big_modes': a.big_modes.split(','),
+              'modes': modes, 'big_modes': a.big_modes.split(','), 'keep_freed_memory': keep_freed,
               'command': 'python benchmarks/train_speed.py ' + ' '.join(argv if argv is not None else sys.argv[1:])}
     for name, size, labels in cases:
         big = (name, size) in BIG
         case_modes = [m for m in modes if not big or m in a.big_modes.split(',')]
         row = run_case(name, size, labels, case_modes, a.batch, a.big_reps if big else a.reps, device, a.width)
         if a.cpu_memory and device.type == 'cpu':
-            base = cpu_peak_mb(name, size, labels, 'nonprivate', a.batch, a.width, a.threads)
+            base = cpu_peak_mb(name, size, labels, 'nonprivate', a.batch, a.width, a.threads, keep_freed)
             row['nonprivate_mem_mb'] = base
             for m in case_modes:
                 if f'{m}_s' not in row: continue
-                mem = cpu_peak_mb(name, size, labels, m, a.batch, a.width, a.threads)
+                mem = cpu_peak_mb(name, size, labels, m, a.batch, a.width, a.threads, keep_freed)
                 row[f'{m}_mem_mb'] = mem
                 if isinstance(mem, float) and isinstance(base, float): row[f'{m}_mem_ratio'] = mem / base
         rows.append(row)

@@ -16,7 +16,7 @@ import torch.distributed as td
 from torch import nn
 from tqdm.auto import tqdm
 
-from .core import DpmedError, seed_everything, resolve_device
+from .core import DpmedError, keep_freed_memory, seed_everything, resolve_device
 from .config import ExperimentConfig, identity_key
 from .imageset import ImageSet, ArrayDataset
 from .models import build_model
@@ -240,6 +240,7 @@ def _configure_torch(cfg: ExperimentConfig, dist: Dist) -> tuple[torch.device, b
     t, p = cfg.train, cfg.privacy
     if t.num_threads: torch.set_num_threads(t.num_threads)
     device = _device(cfg, dist)
+    if device.type == 'cpu': keep_freed_memory()          # per-step buffers reused, not faulted in afresh (core)
     if t.deterministic:
         os.environ.setdefault('CUBLAS_WORKSPACE_CONFIG', ':4096:8')
         torch.use_deterministic_algorithms(True, warn_only=True)
