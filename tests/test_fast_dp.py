@@ -64,14 +64,19 @@ def test_norms_and_clipped_sum_equal_the_naive_loop(name, mode):
     assert_equals_naive_loop(*_setup(name), mode)
 
 
-@pytest.mark.parametrize('method, impl', [('ghost', None), ('direct', None), ('grouped', 'grouped'),
-                                          ('grouped', 'shifted')])
+@pytest.mark.parametrize('method, impl, form', [('ghost', None, 'ghost'), ('ghost', None, 'input_gram'),
+                                                ('direct', None, None), ('grouped', 'grouped', None),
+                                                ('grouped', 'shifted', None)])
 @pytest.mark.parametrize('name', ['resnet9', 'resnet9_3d'])
-def test_every_norm_method_through_the_engine(monkeypatch, name, method, impl):
-    "Force one norm method (and per-sample form) for every convolution; the cost rules would mix them."
+def test_every_norm_method_through_the_engine(monkeypatch, name, method, impl, form):
+    "Force one norm method (per-sample form, Gram form) for every convolution; the cost rules would mix them."
     monkeypatch.setattr(fd, 'conv_norm_method', lambda *a: method)
     if impl: monkeypatch.setattr(fd, 'per_sample_impl', lambda C, T: impl)
+    if form:
+        used = []
+        monkeypatch.setattr(fd, 'ghost_form', lambda *a: used.append(form) or form)
     assert_equals_naive_loop(*_setup(name, seed=3))
+    if form: assert used, 'no layer took the Gram form under test'
 
 
 @pytest.mark.parametrize('conv, shape', [
