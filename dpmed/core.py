@@ -10,9 +10,8 @@ from pathlib import Path
 import numpy as np
 
 # %% auto #0
-__all__ = ['PAPER_CXR_LABELS', 'PAPER_AGE_BINS', 'M_TRIM_THRESHOLD', 'M_MMAP_THRESHOLD', 'MMAP_THRESHOLD_MAX', 'DpmedError',
-           'seed_everything', 'resolve_device', 'keep_freed_memory', 'atomic_write_text', 'write_json', 'read_json',
-           'atomic_dir']
+__all__ = ['PAPER_CXR_LABELS', 'PAPER_AGE_BINS', 'DpmedError', 'seed_everything', 'resolve_device', 'keep_freed_memory',
+           'atomic_write_text', 'write_json', 'read_json', 'atomic_dir']
 
 # %% ../nbs/00_core.ipynb #b432d2b7
 class DpmedError(ValueError):
@@ -42,8 +41,8 @@ def resolve_device(device: str = 'auto'):
     return dev
 
 # %% ../nbs/00_core.ipynb #6234bd3f
-M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3     # glibc's mallopt parameter numbers (malloc.h)
-MMAP_THRESHOLD_MAX = 32 * 2**20                 # the largest M_MMAP_THRESHOLD glibc accepts on 64-bit
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3    # glibc's mallopt parameter numbers (malloc.h)
+_MMAP_THRESHOLD_MAX = 32 * 2**20                # the largest M_MMAP_THRESHOLD glibc accepts on 64-bit
 
 def keep_freed_memory() -> bool:
     """Serve blocks up to 32 MB from the heap and never trim it (glibc `mallopt`), so memory freed by one training
@@ -52,7 +51,7 @@ def keep_freed_memory() -> bool:
     if os.environ.get('DPMED_KEEP_FREED_MEMORY', '1') == '0': return False
     try: mallopt = ctypes.CDLL(None).mallopt
     except (OSError, AttributeError): return False
-    return bool(mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_MAX)) and bool(mallopt(M_TRIM_THRESHOLD, 2**31 - 1))
+    return bool(mallopt(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD_MAX)) and bool(mallopt(_M_TRIM_THRESHOLD, 2**31 - 1))
 
 # %% ../nbs/00_core.ipynb #464ed7ec
 def _json_default(o):
