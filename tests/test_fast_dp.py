@@ -72,11 +72,12 @@ def test_every_norm_method_through_the_engine(monkeypatch, name, method, impl, f
     "Force one norm method (per-sample form, Gram form) for every convolution; the cost rules would mix them."
     monkeypatch.setattr(fd, 'conv_norm_method', lambda *a: method)
     if impl: monkeypatch.setattr(fd, 'per_sample_impl', lambda C, T: impl)
-    if form:
-        used = []
-        monkeypatch.setattr(fd, 'ghost_form', lambda *a: used.append(form) or form)
+    used = []
+    if form:    # the input Gram is meant for stride-1 layers (for strided 3D ones its P x P matrix is needlessly slow)
+        pick = lambda layer, *a: form if form == 'ghost' or max(layer.stride) == 1 else 'ghost'
+        monkeypatch.setattr(fd, 'ghost_form', lambda *a: used.append(pick(*a)) or used[-1])
     assert_equals_naive_loop(*_setup(name, seed=3))
-    if form: assert used, 'no layer took the Gram form under test'
+    if form: assert form in used, 'no layer took the Gram form under test'
 
 
 @pytest.mark.parametrize('conv, shape', [
