@@ -20,12 +20,16 @@ __all__ = ['GEMM_MAX_T', 'KEEP_FACTOR', 'register_fast_norm_sampler', 'register_
            'guard_private']
 
 # %% ../nbs/05b_fast_dp.ipynb #625fb0fa
+def _zero_padded(layer: nn.Module, a: torch.Tensor) -> torch.Tensor:
+    "The input as the convolution sees it: zero-padded by `layer.padding` (numeric; see `explicit_padding`)."
+    pad = [p for p in reversed(layer.padding) for _ in range(2)]
+    return F.pad(a, pad) if any(pad) else a
+
 def conv_patches(layer: nn.Module, a: torch.Tensor) -> torch.Tensor:
     """(B, C, *spatial) input -> (B, T, D) patches of `layer` (numeric zero padding, groups 1), each patch ordered
     (kernel offsets..., channel): a strided view of the channels-last padded input, copied once with the channel
     axis innermost. 2x faster than `F.unfold`'s (B, D, T) in 2D, 2-4x than Opacus' `unfold3d`."""
-    pad = [p for p in reversed(layer.padding) for _ in range(2)]
-    x = (F.pad(a, pad) if any(pad) else a).movedim(1, -1)          # (B, *spatial, C) view
+    x = _zero_padded(layer, a).movedim(1, -1)                        # (B, *spatial, C) view
     k, s, dil, st = layer.kernel_size, layer.stride, layer.dilation, x.stride()
     out = [(n - dl * (kk - 1) - 1) // ss + 1 for n, kk, ss, dl in zip(x.shape[1:-1], k, s, dil)]
     view = x.as_strided((x.shape[0], *out, *k, x.shape[-1]),
@@ -72,7 +76,7 @@ def _per_sample_grouped(layer, a, g):
 def _per_sample_shifted(layer, a, g):
     B, C, O = a.shape[0], a.shape[1], g.shape[1]
     out_size = g.shape[2:]
-    padded = F.pad(a, [p for p in reversed(layer.padding) for _ in range(2)]).movedim(1, -1).contiguous()
+    padded = _zero_padded(layer, a).movedim(1, -1).contiguous()
     gT = g.reshape(B, O, -1)                                             # (B, O, T)
     out = a.new_empty(B, *layer.kernel_size, O, C)
     for offset in itertools.product(*(range(k) for k in layer.kernel_size)):
@@ -94,7 +98,8 @@ def ghost_sq_norms(P: torch.Tensor, gT: torch.Tensor) -> torch.Tensor:
     return (torch.bmm(P, P.transpose(1, 2)) * torch.bmm(gT.transpose(1, 2), gT)).sum((1, 2))
 
 @functools.lru_cache(maxsize=128)
-def _gram_gather_index(in_shape: tuple, out_shape: tuple, kernel: tuple, stride: tuple, dilation: tuple) -> torch.Tensor:
+def _gram_gather_index(in_shape: tuple, out_shape: tuple, kernel: tuple, stride: tuple, dilation: tuple,
+                       device: torch.device) -> torch.Tensor:
     "(K*T*T,) flat indices into a (P*P) input Gram matrix: entry [k, t, t'] is M[p(t,k), p(t',k)] (row-major positions)."
     P = math.prod(in_shape)
     starts = torch.meshgrid(*[torch.arange(n) * s for n, s in zip(out_shape, stride)], indexing='ij')
@@ -104,19 +109,18 @@ def _gram_gather_index(in_shape: tuple, out_shape: tuple, kernel: tuple, stride:
         for start, o, d, n in zip(starts, offset, dilation, in_shape): flat = flat * n + (start + o * d)
         rows.append(flat.flatten())
     pos = torch.stack(rows)                                          # (K, T) input position of each patch entry
-    return (pos[:, :, None] * P + pos[:, None, :]).flatten()
+    return (pos[:, :, None] * P + pos[:, None, :]).flatten().to(device)
 
-def input_gram_sq_norms(layer, a: torch.Tensor, gT: torch.Tensor) -> torch.Tensor:
-    """(B,) squared per-sample weight-gradient norms from the Gram matrix of the padded input's positions (no
-    patches): the patch Gram is a sum over kernel offsets of gathered entries of X^T X (numeric zero padding)."""
-    pad = [p for p in reversed(layer.padding) for _ in range(2)]
-    x = F.pad(a, pad) if any(pad) else a
-    B, C, T = x.shape[0], x.shape[1], gT.shape[2]
-    X = x.reshape(B, C, -1)
-    out = tuple((n - d * (k - 1) - 1) // s + 1
-                for n, k, s, d in zip(x.shape[2:], layer.kernel_size, layer.stride, layer.dilation))
-    idx = _gram_gather_index(tuple(x.shape[2:]), out, tuple(layer.kernel_size), tuple(layer.stride),
-                             tuple(layer.dilation)).to(x.device)
+def input_gram_sq_norms(layer, a: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+    """(B,) squared per-sample weight-gradient norms from the input (B, C, *in) and output gradient (B, O, *out),
+    by the Gram matrix of the padded input's positions (no patches): the patch Gram is a sum over kernel offsets of
+    gathered entries of X^T X (numeric zero padding)."""
+    x = _zero_padded(layer, a)
+    B, C = x.shape[:2]
+    X, gT = x.reshape(B, C, -1), g.flatten(2)
+    T = gT.shape[2]
+    idx = _gram_gather_index(tuple(x.shape[2:]), tuple(g.shape[2:]), tuple(layer.kernel_size), tuple(layer.stride),
+                             tuple(layer.dilation), x.device)
     A = torch.bmm(X.transpose(1, 2), X).reshape(B, -1).index_select(1, idx).view(B, -1, T, T).sum(1)
     return (A * torch.bmm(gT.transpose(1, 2), gT)).sum((1, 2))
 
@@ -169,7 +173,7 @@ def conv_norm_sample(layer, activations, backprops, method: str | None = None) -
             method = conv_norm_method(B, T, D, O)
             if method == 'ghost': method = ghost_form(layer, a.shape, T)
         if method == 'input_gram':
-            sq = input_gram_sq_norms(layer, a, gT)
+            sq = input_gram_sq_norms(layer, a, g)
         elif method == 'ghost':
             sq = ghost_sq_norms(conv_patches(layer, a), gT)
         elif method == 'direct':
